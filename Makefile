@@ -1,0 +1,36 @@
+# sts-bridge developer entry points. CARGO_TARGET_DIR is honoured when exported.
+
+VENV   := .venv
+PYTHON := $(CURDIR)/$(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-stamp
+REQS   := tests/python/requirements.txt
+
+.PHONY: run test venv lint clean
+
+## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
+run:
+	cargo run -- dev
+
+## test: Rust tests, with the Python google-auth client available to them
+test: venv
+	@export STS_BRIDGE_PYTHON=$(PYTHON); \
+	if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --no-fail-fast; \
+	else \
+		cargo test --no-fail-fast; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): $(REQS)
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(REQS)
+	touch $@
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,158 @@
+//! Credential cache: one entry per (issuer, subject, target, scopes, identity claims),
+//! served with its remaining lifetime, refreshed ahead of expiry, bounded in size.
+
+use crate::identity::Identity;
+use crate::secret::Token;
+use moka::future::Cache;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a cached credential is for. Every field takes part in equality, so two subjects,
+/// targets, scope sets or claim sets never share an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    issuer: String,
+    subject: String,
+    target: Arc<str>,
+    scopes: Vec<String>,
+    user_project: Option<String>,
+    claims_digest: [u8; 32],
+}
+
+impl CacheKey {
+    /// Key for `identity` asking `target` for `scopes` (already sorted).
+    pub fn new(
+        identity: &Identity,
+        target: Arc<str>,
+        scopes: Vec<String>,
+        user_project: Option<String>,
+    ) -> Self {
+        Self {
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+            target,
+            scopes,
+            user_project,
+            claims_digest: claims_digest(identity),
+        }
+    }
+
+    /// The subject this entry belongs to.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Scopes, sorted.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// Project billed for the exchange.
+    pub fn user_project(&self) -> Option<&str> {
+        self.user_project.as_deref()
+    }
+}
+
+/// Hash of the claims Google's attribute mapping may use: a changed group membership must
+/// not reuse a credential minted for the old one.
+fn claims_digest(identity: &Identity) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for (label, values) in [
+        ("groups", &identity.groups),
+        ("roles", &identity.roles),
+        ("permissions", &identity.permissions),
+    ] {
+        let mut sorted: Vec<&String> = values.iter().collect();
+        sorted.sort();
+        hasher.update(label.as_bytes());
+        hasher.update((sorted.len() as u64).to_be_bytes());
+        for v in sorted {
+            hasher.update((v.len() as u64).to_be_bytes());
+            hasher.update(v.as_bytes());
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// A Google credential and when it expires.
+#[derive(Debug)]
+pub struct CachedCredential {
+    /// The Google access token.
+    pub token: Token,
+    /// Monotonic expiry time.
+    pub expires_at: Instant,
+    refreshing: AtomicBool,
+}
+
+impl CachedCredential {
+    /// A credential valid for `lifetime` from now.
+    pub fn new(token: Token, lifetime: Duration) -> Self {
+        Self {
+            token,
+            expires_at: Instant::now() + lifetime,
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// Time left before the credential expires.
+    pub fn remaining(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+
+    /// Claims the single background refresh of this entry; true for the first caller only.
+    pub fn claim_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the refresh back after a failure so a later request may try again.
+    pub fn release_refresh(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// Evicts an entry once less than `min_remaining` of its life is left.
+struct UntilNearlyExpired {
+    min_remaining: Duration,
+}
+
+impl UntilNearlyExpired {
+    fn ttl(&self, value: &CachedCredential) -> Option<Duration> {
+        Some(value.remaining().saturating_sub(self.min_remaining))
+    }
+}
+
+impl Expiry<CacheKey, Arc<CachedCredential>> for UntilNearlyExpired {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedCredential>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        self.ttl(value)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedCredential>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.ttl(value)
+    }
+}
+
+/// The bounded credential cache.
+pub type CredentialCache = Cache<CacheKey, Arc<CachedCredential>>;
+
+/// A cache of at most `max_entries` that drops entries with less than `min_remaining` left.
+pub fn build(max_entries: u64, min_remaining: Duration) -> CredentialCache {
+    Cache::builder()
+        .max_capacity(max_entries)
+        .expire_after(UntilNearlyExpired { min_remaining })
+        .support_invalidation_closures()
+        .build()
+}

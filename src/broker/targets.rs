@@ -1,0 +1,124 @@
+//! Targets: which Google credential an `audience` asks for, and which scopes it may carry.
+
+use crate::config::{TargetKind, TargetSettings};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// One configured target, ready for lookups.
+#[derive(Debug)]
+pub struct Target {
+    /// Target name.
+    pub name: Arc<str>,
+    /// Its configuration.
+    pub settings: TargetSettings,
+}
+
+/// Why the requested target or scopes cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// No target answers to this audience.
+    #[error("audience {audience} is not a configured target; use one of: {known}")]
+    Unknown {
+        /// What the caller asked for.
+        audience: String,
+        /// Names the caller may use.
+        known: String,
+    },
+    /// A requested scope is not allowed for the target.
+    #[error("scope {scope} is not allowed for target {target}; allowed: {allowed}")]
+    ScopeNotAllowed {
+        /// First offending scope.
+        scope: String,
+        /// Target name.
+        target: String,
+        /// Allowed scopes.
+        allowed: String,
+    },
+    /// No scope requested and the target has no default.
+    #[error(
+        "no scope requested and target {target} has no default scopes; request one of: {allowed}"
+    )]
+    NoScope {
+        /// Target name.
+        target: String,
+        /// Allowed scopes.
+        allowed: String,
+    },
+}
+
+/// All targets, found by name or by workforce provider resource.
+#[derive(Debug)]
+pub struct Targets {
+    all: Vec<Arc<Target>>,
+    by_audience: HashMap<String, Arc<Target>>,
+}
+
+impl Targets {
+    /// Indexes the configured targets.
+    pub fn new(settings: &[TargetSettings]) -> Self {
+        let mut by_audience = HashMap::new();
+        let mut all = Vec::new();
+        for s in settings {
+            let target = Arc::new(Target {
+                name: Arc::from(s.name.as_str()),
+                settings: s.clone(),
+            });
+            match s.kind {
+                TargetKind::Workforce => {
+                    by_audience.insert(s.provider.clone(), target.clone());
+                }
+            }
+            by_audience.insert(s.name.clone(), target.clone());
+            all.push(target);
+        }
+        Self { all, by_audience }
+    }
+
+    /// The target `audience` names (its name or its provider resource).
+    pub fn resolve(&self, audience: &str) -> Result<Arc<Target>, TargetError> {
+        self.by_audience.get(audience).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.all.iter().map(|t| &*t.name).collect();
+            TargetError::Unknown {
+                audience: audience.chars().take(300).collect(),
+                known: known.join(", "),
+            }
+        })
+    }
+}
+
+impl Target {
+    /// The scopes to request: the caller's (sorted, without repeats) when all are allowed,
+    /// else the target's defaults when the caller sent none.
+    pub fn scopes_for(&self, requested: &[String]) -> Result<Vec<String>, TargetError> {
+        let allowed = || self.settings.allowed_scopes.join(" ");
+        if requested.is_empty() {
+            if self.settings.default_scopes.is_empty() {
+                return Err(TargetError::NoScope {
+                    target: self.name.to_string(),
+                    allowed: allowed(),
+                });
+            }
+            return Ok(sorted(&self.settings.default_scopes));
+        }
+        if let Some(bad) = requested
+            .iter()
+            .find(|s| !self.settings.allowed_scopes.contains(s))
+        {
+            return Err(TargetError::ScopeNotAllowed {
+                scope: bad.chars().take(200).collect(),
+                target: self.name.to_string(),
+                allowed: allowed(),
+            });
+        }
+        Ok(sorted(requested))
+    }
+}
+
+fn sorted(scopes: &[String]) -> Vec<String> {
+    scopes
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,133 @@
+//! `sts-bridge dev` and `sts-bridge dev token`.
+
+use super::{DevIssuer, GoogleStandIn, MintRequest};
+use crate::startup::Application;
+use crate::telemetry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the dev stack listens and writes.
+pub struct DevOptions {
+    /// The service.
+    pub listen: SocketAddr,
+    /// The dev issuer.
+    pub issuer_listen: SocketAddr,
+    /// The Google STS stand-in.
+    pub google_listen: SocketAddr,
+    /// Folder for the token and credential files.
+    pub dir: PathBuf,
+}
+
+/// Runs the service, the dev issuer and the Google stand-in until interrupted.
+pub async fn run(opts: DevOptions) -> Result<(), String> {
+    let bind = |addr| super::bind_loopback(addr).map_err(|e| format!("{addr}: {e}"));
+    let (service_listener, issuer_listener, google_listener) = (
+        bind(opts.listen)?,
+        bind(opts.issuer_listen)?,
+        bind(opts.google_listen)?,
+    );
+    let issuer = DevIssuer::start(issuer_listener).map_err(|e| e.to_string())?;
+    let google = GoogleStandIn::start(google_listener).map_err(|e| e.to_string())?;
+    let settings = super::settings(&issuer, &google, opts.listen);
+    telemetry::init(&settings.log.format, &settings.log.filter);
+    let app =
+        Application::build_with_listener(settings, service_listener).map_err(|e| e.to_string())?;
+    let files =
+        write_files(&opts, &issuer).map_err(|e| format!("writing {}: {e}", opts.dir.display()))?;
+    println!("{}", instructions(&opts, &issuer, &google, &files));
+    app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+struct DevFiles {
+    token: PathBuf,
+    credentials: PathBuf,
+}
+
+fn write_files(opts: &DevOptions, issuer: &DevIssuer) -> std::io::Result<DevFiles> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let dir = std::fs::canonicalize(&opts.dir)?;
+    let token = dir.join("alice.token");
+    let credentials = dir.join("external_account.json");
+    let minted = issuer.mint(&MintRequest {
+        sub: "auth0|alice".into(),
+        permissions: vec!["read:bigquery".into()],
+        ..Default::default()
+    });
+    std::fs::write(&token, minted)?;
+    let file = super::external_account_file(&format!("http://{}", opts.listen), &token, true);
+    std::fs::write(
+        &credentials,
+        serde_json::to_string_pretty(&file).unwrap_or_default(),
+    )?;
+    Ok(DevFiles { token, credentials })
+}
+
+fn instructions(
+    opts: &DevOptions,
+    issuer: &DevIssuer,
+    google: &GoogleStandIn,
+    files: &DevFiles,
+) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "sts-bridge".into());
+    let service = format!("http://{}", opts.listen);
+    format!(
+        r#"
+sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
+  service            {service}
+  dev issuer         {issuer}  (Auth0-shaped: discovery, JWKS, POST /dev/token)
+  Google STS stand-in {google}
+
+1. Get an access token for a person from the dev issuer:
+     TOKEN=$({exe} dev token --sub 'auth0|alice')
+
+2. Exchange it for a Google credential, exactly as Google client libraries do:
+     curl -s {service}/v1/token \
+       -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+       -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+       -d audience={target} \
+       --data-urlencode subject_token="$TOKEN"
+
+3. Or let google-auth do it with the external_account file written for you:
+     {credentials}
+   (its credential_source reads {token}, a token for auth0|alice valid for an hour)
+     GOOGLE_APPLICATION_CREDENTIALS={credentials} python3 -c \
+       'import json, google.auth.identity_pool as p, google.auth.transport.requests as r
+c = p.Credentials.from_info(json.load(open("{credentials}"))); c.refresh(r.Request()); print(c.token)'
+
+Press Ctrl-C to stop.
+"#,
+        issuer = issuer.issuer(),
+        google = google.token_url(),
+        target = super::DEV_TARGET,
+        credentials = files.credentials.display(),
+        token = files.token.display(),
+    )
+}
+
+/// Asks the running dev issuer for a token and prints it.
+pub async fn print_token(issuer: &str, req: &MintRequest) -> Result<(), String> {
+    let url = url::Url::parse(issuer).map_err(|e| format!("issuer {issuer}: {e}"))?;
+    if !crate::config::is_loopback_host(&url) {
+        return Err("the dev issuer only runs on loopback addresses".into());
+    }
+    let endpoint = url.join("dev/token").map_err(|e| e.to_string())?;
+    let response = reqwest::Client::new()
+        .post(endpoint)
+        .json(req)
+        .send()
+        .await
+        .map_err(|e| {
+            format!("cannot reach the dev issuer at {issuer} (is `make run` running?): {e}")
+        })?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    match body.get("access_token").and_then(|t| t.as_str()) {
+        Some(token) if status.is_success() => {
+            println!("{token}");
+            Ok(())
+        }
+        _ => Err(format!("dev issuer answered {status}: {body}")),
+    }
+}

@@ -1,0 +1,288 @@
+//! A local, Auth0-shaped issuer: discovery, JWKS with rotation, and token minting.
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::RsaPrivateKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// API identifier (`aud`) of tokens minted for sts-bridge.
+pub const DEV_AUDIENCE: &str = "https://sts-bridge.dev/api";
+/// Namespaced claim the dev issuer puts groups in, as Auth0 Actions do.
+pub const DEV_GROUPS_CLAIM: &str = "https://sts-bridge.dev/groups";
+/// Namespaced claim the dev issuer puts roles in.
+pub const DEV_ROLES_CLAIM: &str = "https://sts-bridge.dev/roles";
+
+/// One RSA signing key and its public forms.
+struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    jwk: Jwk,
+    public_pem: String,
+    published: bool,
+}
+
+impl SigningKey {
+    fn generate(kid: String, published: bool) -> Self {
+        let private =
+            RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
+        let pem = private
+            .to_pkcs1_pem(LineEnding::LF)
+            .expect("PKCS#1 encoding");
+        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("RSA key");
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).expect("JWK");
+        jwk.common.key_id = Some(kid.clone());
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("public key PEM");
+        Self {
+            kid,
+            encoding,
+            jwk,
+            public_pem,
+            published,
+        }
+    }
+}
+
+/// What a minted token says; unset fields get Auth0-like defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MintRequest {
+    /// `sub`, e.g. `auth0|alice`.
+    pub sub: String,
+    /// RBAC permissions.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Groups, in the namespaced groups claim.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Roles, in the namespaced roles claim.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Space-separated scopes.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Lifetime in seconds (default 3600).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+struct State {
+    url: String,
+    keys: Mutex<Vec<SigningKey>>,
+    jwks_requests: AtomicUsize,
+}
+
+/// A running dev issuer. Dropping the handle does not stop it; call [`DevIssuer::stop`].
+#[derive(Clone)]
+pub struct DevIssuer {
+    state: Arc<State>,
+    handle: ServerHandle,
+    addr: SocketAddr,
+}
+
+impl DevIssuer {
+    /// Starts the issuer on `listener` (loopback only) with one published key.
+    pub fn start(listener: TcpListener) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        super::ensure_loopback(addr)?;
+        let state = Arc::new(State {
+            url: format!("http://{addr}/"),
+            keys: Mutex::new(vec![SigningKey::generate("dev-key-1".into(), true)]),
+            jwks_requests: AtomicUsize::new(0),
+        });
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(discovery),
+                )
+                .route("/.well-known/jwks.json", web::get().to(jwks))
+                .route("/dev/token", web::post().to(mint_route))
+        })
+        .workers(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            state,
+            handle,
+            addr,
+        })
+    }
+
+    /// The issuer identifier, with Auth0's trailing slash.
+    pub fn issuer(&self) -> String {
+        self.state.url.clone()
+    }
+
+    /// Socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_requests(&self) -> usize {
+        self.state.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// Mints an access token signed with the newest published key.
+    pub fn mint(&self, req: &MintRequest) -> String {
+        self.sign(&self.current_kid(), &self.claims(req))
+    }
+
+    /// Auth0-shaped claims for `req`, valid from now.
+    pub fn claims(&self, req: &MintRequest) -> Value {
+        self.state.claims(req)
+    }
+
+    /// Signs `claims` with key `kid` (RS256), published or not.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        self.state.sign(kid, claims)
+    }
+
+    /// Signs with the key named by `header.kid`, using `header` as is.
+    pub fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
+        self.state.sign_with_header(header, claims)
+    }
+
+    /// The kid of the newest published key.
+    pub fn current_kid(&self) -> String {
+        self.state.current_kid()
+    }
+
+    /// PEM of the current public key (what an HMAC key-confusion attack would use).
+    pub fn public_key_pem(&self) -> String {
+        let keys = self.state.keys.lock().expect("keys");
+        let kid = self.state.current_kid_locked(&keys);
+        keys.iter()
+            .find(|k| k.kid == kid)
+            .expect("key")
+            .public_pem
+            .clone()
+    }
+
+    /// Generates a new key, published in the JWKS now or later; returns its kid.
+    pub fn add_key(&self, publish: bool) -> String {
+        let mut keys = self.state.keys.lock().expect("keys");
+        let kid = format!("dev-key-{}", keys.len() + 1);
+        keys.push(SigningKey::generate(kid.clone(), publish));
+        kid
+    }
+
+    /// Publishes a key added earlier.
+    pub fn publish(&self, kid: &str) {
+        let mut keys = self.state.keys.lock().expect("keys");
+        if let Some(k) = keys.iter_mut().find(|k| k.kid == kid) {
+            k.published = true;
+        }
+    }
+
+    /// Stops the server.
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+impl State {
+    fn current_kid(&self) -> String {
+        let keys = self.keys.lock().expect("keys");
+        self.current_kid_locked(&keys)
+    }
+
+    fn current_kid_locked(&self, keys: &[SigningKey]) -> String {
+        keys.iter()
+            .rev()
+            .find(|k| k.published)
+            .map(|k| k.kid.clone())
+            .expect("a published key")
+    }
+
+    fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        header.typ = Some("at+jwt".into());
+        self.sign_with_header(&header, claims)
+    }
+
+    fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
+        let keys = self.keys.lock().expect("keys");
+        let kid = header.kid.as_deref().expect("header names a kid");
+        let key = keys.iter().find(|k| k.kid == kid).expect("known kid");
+        jsonwebtoken::encode(header, claims, &key.encoding).expect("signing")
+    }
+
+    fn claims(&self, req: &MintRequest) -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        let machine = req.sub.ends_with("@clients");
+        let mut claims = json!({
+            "iss": self.url,
+            "sub": req.sub,
+            "aud": [DEV_AUDIENCE, format!("{}userinfo", self.url)],
+            "iat": now,
+            "exp": now + req.ttl_secs.unwrap_or(3600),
+            "azp": "dev-client",
+            "scope": req.scope.clone().unwrap_or_else(|| "openid profile".into()),
+            "permissions": req.permissions,
+            DEV_GROUPS_CLAIM: req.groups,
+            DEV_ROLES_CLAIM: req.roles,
+        });
+        if machine {
+            claims["gty"] = json!("client-credentials");
+        }
+        claims
+    }
+}
+
+async fn discovery(state: web::Data<State>) -> HttpResponse {
+    let url = &state.url;
+    HttpResponse::Ok().json(json!({
+        "issuer": url,
+        "authorization_endpoint": format!("{url}authorize"),
+        "token_endpoint": format!("{url}oauth/token"),
+        "jwks_uri": format!("{url}.well-known/jwks.json"),
+        "response_types_supported": ["code", "token", "id_token", "code token", "code id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["HS256", "RS256", "PS256"],
+        "scopes_supported": ["openid", "profile", "offline_access", "email"],
+    }))
+}
+
+async fn jwks(state: web::Data<State>) -> HttpResponse {
+    state.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    let keys = state.keys.lock().expect("keys");
+    let set = JwkSet {
+        keys: keys
+            .iter()
+            .filter(|k| k.published)
+            .map(|k| k.jwk.clone())
+            .collect(),
+    };
+    HttpResponse::Ok().json(set)
+}
+
+async fn mint_route(state: web::Data<State>, req: web::Json<MintRequest>) -> HttpResponse {
+    if req.sub.is_empty() {
+        return HttpResponse::BadRequest().json(json!({
+            "error": "invalid_request",
+            "error_description": "sub is required",
+        }));
+    }
+    let token = state.sign(&state.current_kid(), &state.claims(&req));
+    HttpResponse::Ok().json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": req.ttl_secs.unwrap_or(3600),
+    }))
+}

@@ -1,0 +1,96 @@
+//! Development stack: a local Auth0-shaped issuer and a Google STS stand-in, on loopback
+//! only. Started by `sts-bridge dev` and by the tests; never part of a production config.
+
+pub mod cli;
+mod google;
+mod issuer;
+
+pub use google::{GoogleStandIn, IssuedToken, StsCall};
+pub use issuer::{DevIssuer, MintRequest, DEV_AUDIENCE, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM};
+
+use crate::config::{IssuerSettings, LogSettings, Settings, TargetKind, TargetSettings};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+
+/// Name of the target the dev stack configures.
+pub const DEV_TARGET: &str = "bigquery";
+/// Workforce provider of the dev target.
+pub const DEV_PROVIDER: &str =
+    "//iam.googleapis.com/locations/global/workforcePools/dev-pool/providers/dev-auth0";
+/// Billing project of the dev target.
+pub const DEV_USER_PROJECT: &str = "dev-project";
+/// Google's broadest scope.
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// BigQuery's scope.
+pub const BIGQUERY: &str = "https://www.googleapis.com/auth/bigquery";
+
+/// Refuses anything but a loopback address: the dev stack mints tokens for anyone.
+pub fn ensure_loopback(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the development stack only binds to loopback addresses, not {addr}"),
+        ))
+    }
+}
+
+/// Binds a loopback listener, refusing other addresses.
+pub fn bind_loopback(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    ensure_loopback(addr)?;
+    TcpListener::bind(addr)
+}
+
+/// Settings that point the service at the dev issuer and the Google stand-in.
+pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) -> Settings {
+    let mut settings = Settings {
+        listen,
+        issuers: vec![IssuerSettings {
+            issuer: issuer.issuer(),
+            audiences: vec![DEV_AUDIENCE.into()],
+            algorithms: vec!["RS256".into()],
+            leeway_secs: 30,
+            groups_claim: Some(DEV_GROUPS_CLAIM.into()),
+            roles_claim: Some(DEV_ROLES_CLAIM.into()),
+            jwks_min_refetch_secs: 60,
+            discovery_url: None,
+        }],
+        targets: vec![TargetSettings {
+            name: DEV_TARGET.into(),
+            kind: TargetKind::Workforce,
+            provider: DEV_PROVIDER.into(),
+            user_project: Some(DEV_USER_PROJECT.into()),
+            allowed_scopes: vec![CLOUD_PLATFORM.into(), BIGQUERY.into()],
+            default_scopes: vec![CLOUD_PLATFORM.into()],
+            subject_token_type: crate::broker::TOKEN_TYPE_JWT.into(),
+        }],
+        log: LogSettings {
+            format: "text".into(),
+            filter: "info".into(),
+        },
+        ..Settings::default()
+    };
+    settings.google.sts_url = google.token_url();
+    settings
+}
+
+/// A Google `external_account` credential file whose `token_url` is sts-bridge and whose
+/// subject token is read from `token_file`.
+pub fn external_account_file(
+    service: &str,
+    token_file: &Path,
+    user_project: bool,
+) -> serde_json::Value {
+    let mut file = serde_json::json!({
+        "type": "external_account",
+        "audience": DEV_PROVIDER,
+        "subject_token_type": crate::broker::TOKEN_TYPE_JWT,
+        "token_url": format!("{service}/v1/token"),
+        "credential_source": { "file": token_file.display().to_string() },
+    });
+    if user_project {
+        file["workforce_pool_user_project"] = DEV_USER_PROJECT.into();
+    }
+    file
+}

@@ -1,0 +1,26 @@
+//! Outbound calls to Google: the Security Token Service.
+
+mod sts;
+
+pub use sts::{StsClient, StsRequest, StsToken};
+
+/// What went wrong talking to Google.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GoogleError {
+    /// Google refused the request; `error` is its RFC 6749 code, `description` its reason.
+    #[error("Google STS refused the exchange ({error}): {description}")]
+    Refused {
+        /// HTTP status Google answered with.
+        status: u16,
+        /// RFC 6749 error code from Google.
+        error: String,
+        /// Google's description.
+        description: String,
+    },
+    /// Google could not be reached, timed out, throttled or failed (5xx).
+    #[error("Google STS is unavailable: {0}")]
+    Unavailable(String),
+    /// Google answered 200 with a body that is not a usable token response.
+    #[error("Google STS answered with an unusable response: {0}")]
+    BadResponse(String),
+}

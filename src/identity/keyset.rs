@@ -1,0 +1,239 @@
+//! One issuer's signing keys: found through OIDC discovery, refetched on an unknown `kid`
+//! at most once per interval, and kept when a fetch fails.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::{AlgorithmFamily, DecodingKey};
+use openidconnect::core::CoreProviderMetadata;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// A public key from the issuer's JWKS, ready for verification.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    /// The key.
+    pub key: Arc<DecodingKey>,
+    /// Family of algorithms it can verify (RSA, EC, ...).
+    pub family: AlgorithmFamily,
+}
+
+/// Why keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Discovery document unreachable or malformed.
+    #[error("discovery at {url} failed: {reason}")]
+    Discovery {
+        /// Discovery URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// JWKS unreachable or malformed.
+    #[error("key set at {url} failed: {reason}")]
+    Jwks {
+        /// JWKS URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+#[derive(Default)]
+struct Loaded {
+    keys: HashMap<String, VerifyingKey>,
+    jwks_uri: Option<String>,
+    loaded_at: Option<Instant>,
+}
+
+/// The key set of one issuer.
+pub struct KeySet {
+    issuer: String,
+    discovery_url: String,
+    http: reqwest::Client,
+    min_refetch: Duration,
+    loaded: RwLock<Loaded>,
+    /// Time of the last fetch attempt; the mutex also makes concurrent refetches wait for one.
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+/// Upper bound on a discovery document or key set, so a hostile issuer cannot exhaust memory.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+impl KeySet {
+    /// A key set with nothing loaded yet.
+    pub fn new(
+        issuer: String,
+        discovery_url: Option<String>,
+        http: reqwest::Client,
+        min_refetch: Duration,
+    ) -> Self {
+        let discovery_url = discovery_url.unwrap_or_else(|| {
+            format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            )
+        });
+        Self {
+            issuer,
+            discovery_url,
+            http,
+            min_refetch,
+            loaded: RwLock::new(Loaded::default()),
+            last_attempt: Mutex::new(None),
+        }
+    }
+
+    /// Whether a key set has been loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+            .read()
+            .expect("key set lock")
+            .loaded_at
+            .is_some()
+    }
+
+    /// Number of usable keys.
+    pub fn key_count(&self) -> usize {
+        self.loaded.read().expect("key set lock").keys.len()
+    }
+
+    fn lookup(&self, kid: &str) -> Option<VerifyingKey> {
+        self.loaded
+            .read()
+            .expect("key set lock")
+            .keys
+            .get(kid)
+            .cloned()
+    }
+
+    /// The key named `kid`, refetching the set once if it is unknown and the last attempt
+    /// is older than the minimum interval.
+    pub async fn key(&self, kid: &str) -> Option<VerifyingKey> {
+        if let Some(key) = self.lookup(kid) {
+            return Some(key);
+        }
+        let mut last = self.last_attempt.lock().await;
+        // Another caller may have refreshed while this one waited for the lock.
+        if let Some(key) = self.lookup(kid) {
+            return Some(key);
+        }
+        if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.fetch().await {
+            tracing::warn!(issuer = %self.issuer, error = %e, "key set refetch failed; keeping the last good keys");
+        }
+        self.lookup(kid)
+    }
+
+    /// Loads the key set now, whatever the interval; used at start-up.
+    pub async fn refresh(&self) -> Result<usize, FetchError> {
+        let mut last = self.last_attempt.lock().await;
+        *last = Some(Instant::now());
+        self.fetch().await
+    }
+
+    async fn fetch(&self) -> Result<usize, FetchError> {
+        let jwks_uri = match self.cached_jwks_uri() {
+            Some(uri) => uri,
+            None => self.discover().await?,
+        };
+        let bytes =
+            get_bounded(&self.http, &jwks_uri)
+                .await
+                .map_err(|reason| FetchError::Jwks {
+                    url: jwks_uri.clone(),
+                    reason,
+                })?;
+        let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| FetchError::Jwks {
+            url: jwks_uri.clone(),
+            reason: format!("not a JWK set: {e}"),
+        })?;
+        let keys = usable_keys(&set);
+        if keys.is_empty() {
+            return Err(FetchError::Jwks {
+                url: jwks_uri,
+                reason: "no usable signing key (RSA or EC with a kid)".into(),
+            });
+        }
+        let count = keys.len();
+        let mut loaded = self.loaded.write().expect("key set lock");
+        loaded.keys = keys;
+        loaded.jwks_uri = Some(jwks_uri);
+        loaded.loaded_at = Some(Instant::now());
+        tracing::info!(issuer = %self.issuer, keys = count, "key set loaded");
+        Ok(count)
+    }
+
+    fn cached_jwks_uri(&self) -> Option<String> {
+        self.loaded.read().expect("key set lock").jwks_uri.clone()
+    }
+
+    async fn discover(&self) -> Result<String, FetchError> {
+        let fail = |reason: String| FetchError::Discovery {
+            url: self.discovery_url.clone(),
+            reason,
+        };
+        let bytes = get_bounded(&self.http, &self.discovery_url)
+            .await
+            .map_err(fail)?;
+        let metadata: CoreProviderMetadata = serde_json::from_slice(&bytes)
+            .map_err(|e| fail(format!("not an OpenID provider configuration: {e}")))?;
+        if metadata.issuer().as_str() != self.issuer {
+            return Err(fail(format!(
+                "document names issuer {} but {} is configured",
+                metadata.issuer().as_str(),
+                self.issuer
+            )));
+        }
+        Ok(metadata.jwks_uri().url().to_string())
+    }
+}
+
+/// Keys that can verify signatures: RSA or EC, with a `kid`, not marked for encryption.
+fn usable_keys(set: &JwkSet) -> HashMap<String, VerifyingKey> {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let family = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+            _ => continue,
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                keys.insert(
+                    kid,
+                    VerifyingKey {
+                        key: Arc::new(key),
+                        family,
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping unusable key"),
+        }
+    }
+    keys
+}
+
+async fn get_bounded(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

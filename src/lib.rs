@@ -1,0 +1,12 @@
+//! sts-bridge: exchanges an OIDC provider's access token (Auth0 first) for a short-lived
+//! Google Cloud credential through Workforce Identity Federation.
+
+pub mod broker;
+pub mod config;
+pub mod devstack;
+pub mod google;
+pub mod identity;
+pub mod routes;
+pub mod secret;
+pub mod startup;
+pub mod telemetry;

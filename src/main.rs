@@ -1,0 +1,125 @@
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use sts_bridge::config::Settings;
+use sts_bridge::{devstack, startup::Application, telemetry};
+
+/// Exchanges OIDC (Auth0) access tokens for short-lived Google Cloud credentials.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service from a configuration file and STS_BRIDGE__* variables.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "STS_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and exit.
+    CheckConfig {
+        /// TOML configuration file.
+        #[arg(long, env = "STS_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Development: the service with a local issuer and Google STS stand-in, loopback only.
+    Dev(DevArgs),
+}
+
+#[derive(Args)]
+struct DevArgs {
+    #[command(subcommand)]
+    command: Option<DevCommand>,
+    /// Address of the service.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the dev issuer.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    issuer_listen: SocketAddr,
+    /// Address of the Google STS stand-in.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    google_listen: SocketAddr,
+    /// Folder for the files the dev stack writes (token, credential file).
+    #[arg(long, default_value = ".dev")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Print an access token from the running dev issuer.
+    Token {
+        /// Subject, e.g. `auth0|alice`.
+        #[arg(long)]
+        sub: String,
+        /// RBAC permission to include (repeatable).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// Group to include (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The dev issuer.
+        #[arg(long, default_value = "http://127.0.0.1:8081/")]
+        issuer: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::CheckConfig { config } => Settings::load(config.as_deref())
+            .map(|_| println!("configuration is valid"))
+            .map_err(|e| e.to_string()),
+        Command::Dev(args) => match args.command {
+            Some(DevCommand::Token {
+                sub,
+                permissions,
+                groups,
+                ttl,
+                issuer,
+            }) => {
+                let req = devstack::MintRequest {
+                    sub,
+                    permissions,
+                    groups,
+                    ttl_secs: Some(ttl),
+                    ..Default::default()
+                };
+                devstack::cli::print_token(&issuer, &req).await
+            }
+            None => {
+                devstack::cli::run(devstack::cli::DevOptions {
+                    listen: args.listen,
+                    issuer_listen: args.issuer_listen,
+                    google_listen: args.google_listen,
+                    dir: args.dir,
+                })
+                .await
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sts-bridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> Result<(), String> {
+    let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    telemetry::init(&settings.log.format, &settings.log.filter);
+    let app = Application::build(settings).map_err(|e| e.to_string())?;
+    tracing::info!(port = app.port(), "sts-bridge listening");
+    app.run_until_stopped().await.map_err(|e| e.to_string())
+}

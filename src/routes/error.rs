@@ -1,0 +1,153 @@
+//! The one place where errors become RFC 6749 §5.2 JSON.
+
+use crate::broker::{BrokerError, TargetError};
+use crate::google::GoogleError;
+use crate::identity::IdentityError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+/// An error as the caller sees it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// `invalid_request` with another status (413, 415).
+    pub fn invalid_request_status(status: StatusCode, description: impl Into<String>) -> Self {
+        Self::new(status, "invalid_request", description)
+    }
+
+    /// 400 `unsupported_grant_type`.
+    pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
+    }
+
+    /// 401 `invalid_client`, with a `WWW-Authenticate` challenge.
+    pub fn invalid_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    }
+
+    /// 503 `temporarily_unavailable` with `Retry-After`.
+    pub fn unavailable(description: impl Into<String>, retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            description,
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// The RFC 6749 error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// Maps a broker refusal; `retry_after` is used for 503s.
+    pub fn from_broker(e: &BrokerError, retry_after: u64) -> Self {
+        match e {
+            BrokerError::Identity(IdentityError::KeysUnavailable(_)) => {
+                Self::unavailable(e.to_string(), retry_after)
+            }
+            BrokerError::Identity(inner) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", inner.to_string())
+            }
+            BrokerError::Target(TargetError::Unknown { .. }) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_target", e.to_string())
+            }
+            BrokerError::Target(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            }
+            BrokerError::InvalidRequest(text) => Self::invalid_request(text.clone()),
+            BrokerError::Google(g) => Self::from_google(g, retry_after),
+        }
+    }
+
+    fn from_google(e: &GoogleError, retry_after: u64) -> Self {
+        match e {
+            GoogleError::Refused {
+                error, description, ..
+            } => {
+                let text = format!("Google STS refused the exchange: {description}");
+                match error.as_str() {
+                    "invalid_grant" => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", text),
+                    "invalid_scope" => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", text),
+                    "invalid_target" => Self::new(StatusCode::BAD_REQUEST, "invalid_target", text),
+                    "unauthorized_client" => {
+                        Self::new(StatusCode::FORBIDDEN, "unauthorized_client", text)
+                    }
+                    "access_denied" => Self::new(StatusCode::FORBIDDEN, "access_denied", text),
+                    _ => Self::invalid_request(format!(
+                        "Google STS refused the exchange ({}): {description}",
+                        error.chars().take(64).collect::<String>()
+                    )),
+                }
+            }
+            GoogleError::Unavailable(_) | GoogleError::BadResponse(_) => {
+                Self::unavailable(format!("{e}; try again in {retry_after} s"), retry_after)
+            }
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.description)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::PRAGMA, "no-cache"));
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                r#"Basic realm="sts-bridge", charset="UTF-8""#,
+            ));
+        }
+        response.json(Body {
+            error: self.code,
+            error_description: &self.description,
+        })
+    }
+}

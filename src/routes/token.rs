@@ -1,0 +1,403 @@
+//! `POST /v1/token`: Google STS's wire format (RFC 8693 token exchange).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::broker::{ExchangeRequest, Issued, SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
+use crate::config::ClientSettings;
+use crate::secret::{fingerprint, Token};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Instant;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest `options` value accepted.
+const MAX_OPTIONS_BYTES: usize = 1024;
+
+const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// The request's fields, whichever encoding carried them.
+#[derive(Debug, Default)]
+struct Fields {
+    grant_type: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    audience: Option<String>,
+    resource: Option<String>,
+    scope: Option<String>,
+    requested_token_type: Option<String>,
+    options: Option<String>,
+    actor_token: Option<String>,
+    actor_token_type: Option<String>,
+}
+
+impl Fields {
+    /// The slot for a wire name: snake_case, or Google's camelCase in JSON.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            "grant_type" | "grantType" => &mut self.grant_type,
+            "subject_token" | "subjectToken" => &mut self.subject_token,
+            "subject_token_type" | "subjectTokenType" => &mut self.subject_token_type,
+            "audience" => &mut self.audience,
+            "resource" => &mut self.resource,
+            "scope" => &mut self.scope,
+            "requested_token_type" | "requestedTokenType" => &mut self.requested_token_type,
+            "options" => &mut self.options,
+            "actor_token" | "actorToken" => &mut self.actor_token,
+            "actor_token_type" | "actorTokenType" => &mut self.actor_token_type,
+            _ => return None,
+        })
+    }
+
+    /// Sets a field once; RFC 6749 §3.2 forbids repeating a parameter.
+    fn set(&mut self, name: &str, value: String) -> Result<(), ApiError> {
+        if let Some(slot) = self.slot(name) {
+            if slot.is_some() {
+                return Err(ApiError::invalid_request(format!(
+                    "parameter {name} is given more than once"
+                )));
+            }
+            // Clients drop empty fields; an empty one counts as absent.
+            if !value.is_empty() {
+                *slot = Some(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct Success<'a> {
+    access_token: &'a str,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// Handles `POST /v1/token`.
+pub async fn token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_body(payload).await?;
+    let fields = parse_fields(&req, &body)?;
+    let client_id = authenticate_client(&req, &state.clients)?;
+    let exchange = build_request(fields)?;
+    match state.broker.exchange(exchange).await {
+        Ok(issued) => {
+            log_issued(&issued, client_id.as_deref(), started);
+            Ok(success(&issued))
+        }
+        Err(e) => {
+            let api = ApiError::from_broker(&e, state.retry_after_secs);
+            tracing::info!(
+                outcome = "refused",
+                error = api.code(),
+                reason = %e,
+                client = client_id.as_deref().unwrap_or("-"),
+                latency_ms = started.elapsed().as_millis() as u64,
+                "exchange refused"
+            );
+            Err(api)
+        }
+    }
+}
+
+fn success(issued: &Issued) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(Success {
+            access_token: issued.access_token.expose(),
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            scope: issued.scope.as_deref(),
+        })
+}
+
+fn log_issued(issued: &Issued, client_id: Option<&str>, started: Instant) {
+    tracing::info!(
+        outcome = "issued",
+        subject = %issued.identity.subject,
+        client = client_id.or(issued.identity.client_id.as_deref()).unwrap_or("-"),
+        target = %issued.target,
+        source = issued.source.as_str(),
+        expires_in = issued.expires_in,
+        token_sha256 = %issued.access_token.fingerprint(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        "exchange issued"
+    );
+}
+
+async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    payload
+        .to_bytes_limited(MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::invalid_request_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?
+        .map_err(|_| ApiError::invalid_request("the request body could not be read"))
+}
+
+fn parse_fields(req: &HttpRequest, body: &[u8]) -> Result<Fields, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-www-form-urlencoded");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-www-form-urlencoded" => parse_form(body),
+        "application/json" => parse_json(body),
+        _ => Err(ApiError::invalid_request_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/x-www-form-urlencoded or application/json",
+        )),
+    }
+}
+
+fn parse_form(body: &[u8]) -> Result<Fields, ApiError> {
+    let mut fields = Fields::default();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        fields.set(&name, value.into_owned())?;
+    }
+    Ok(fields)
+}
+
+fn parse_json(body: &[u8]) -> Result<Fields, ApiError> {
+    let object: serde_json::Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|_| ApiError::invalid_request("the body is not a JSON object"))?;
+    let mut fields = Fields::default();
+    for (name, value) in object {
+        let text = match value {
+            Value::String(s) => s,
+            Value::Null => continue,
+            // Google's JSON API also takes `options` as an object.
+            Value::Object(_) if name == "options" => value.to_string(),
+            _ => {
+                if fields.slot(&name).is_none() {
+                    continue;
+                }
+                return Err(ApiError::invalid_request(format!(
+                    "parameter {name} must be a string"
+                )));
+            }
+        };
+        fields.set(&name, text)?;
+    }
+    Ok(fields)
+}
+
+fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
+    match f.grant_type.as_deref() {
+        None => return Err(ApiError::invalid_request("grant_type is required")),
+        Some(GRANT_TYPE_TOKEN_EXCHANGE) => {}
+        Some(other) => {
+            return Err(ApiError::unsupported_grant_type(format!(
+                "grant_type {} is not supported; use {GRANT_TYPE_TOKEN_EXCHANGE}",
+                other.chars().take(100).collect::<String>()
+            )))
+        }
+    }
+    let subject_token = f
+        .subject_token
+        .ok_or_else(|| ApiError::invalid_request("subject_token is required"))?;
+    match f.subject_token_type.as_deref() {
+        None => return Err(ApiError::invalid_request("subject_token_type is required")),
+        Some(t) if SUBJECT_TOKEN_TYPES.contains(&t) => {}
+        Some(t) => {
+            return Err(ApiError::invalid_request(format!(
+                "subject_token_type {} is not supported; use one of {}",
+                t.chars().take(100).collect::<String>(),
+                SUBJECT_TOKEN_TYPES.join(", ")
+            )))
+        }
+    }
+    if let Some(t) = f.requested_token_type.as_deref() {
+        if t != TOKEN_TYPE_ACCESS_TOKEN {
+            return Err(ApiError::invalid_request(format!(
+                "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
+            )));
+        }
+    }
+    if f.actor_token.is_some() || f.actor_token_type.is_some() {
+        return Err(ApiError::invalid_request(
+            "actor_token is not accepted by this server",
+        ));
+    }
+    let audience = match (f.audience, f.resource) {
+        (Some(a), Some(r)) if a != r => {
+            return Err(ApiError::invalid_request(
+                "audience and resource name different targets; send one of them",
+            ))
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => {
+            return Err(ApiError::invalid_request(
+                "audience is required: a target name or the workforce provider resource",
+            ))
+        }
+    };
+    let user_project = match f.options {
+        Some(raw) => decode_options(&raw)?,
+        None => None,
+    };
+    Ok(ExchangeRequest {
+        subject_token: Token::new(subject_token),
+        audience,
+        scopes: f
+            .scope
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        user_project,
+    })
+}
+
+/// `options` is JSON, percent-encoded once (Go, Node) or twice (Python's google-auth)
+/// before form encoding; this sees it after one decode. Returns `userProject`.
+fn decode_options(raw: &str) -> Result<Option<String>, ApiError> {
+    if raw.len() > MAX_OPTIONS_BYTES {
+        return Err(ApiError::invalid_request(format!(
+            "options is longer than {MAX_OPTIONS_BYTES} bytes"
+        )));
+    }
+    let mut text = raw.trim().to_owned();
+    for _ in 0..2 {
+        if text.starts_with('{') {
+            break;
+        }
+        text = percent_encoding::percent_decode_str(&text)
+            .decode_utf8()
+            .map_err(|_| ApiError::invalid_request("options is not UTF-8"))?
+            .trim()
+            .to_owned();
+    }
+    let object: serde_json::Map<String, Value> = serde_json::from_str(&text).map_err(|_| {
+        ApiError::invalid_request(r#"options must be a JSON object such as {"userProject":"123"}"#)
+    })?;
+    match object.get("userProject") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) if !p.is_empty() && p.len() <= 64 => Ok(Some(p.clone())),
+        Some(_) => Err(ApiError::invalid_request(
+            "options.userProject must be a project number or id",
+        )),
+    }
+}
+
+/// Checks HTTP Basic client authentication when it is sent; returns the client id.
+fn authenticate_client(
+    req: &HttpRequest,
+    clients: &[ClientSettings],
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::invalid_client("the Authorization header is not readable"))?;
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return Err(ApiError::invalid_client(
+            "only HTTP Basic client authentication is accepted on this endpoint",
+        ));
+    };
+    let (id, secret) = decode_basic(encoded.trim()).ok_or_else(|| {
+        ApiError::invalid_client("the Basic credentials are not base64 of id:secret")
+    })?;
+    if clients.is_empty() {
+        return Err(ApiError::invalid_client(
+            "client authentication is not configured on this server; remove client_id and client_secret from the credential file",
+        ));
+    }
+    let presented = fingerprint(secret.as_bytes());
+    let known = clients.iter().find(|c| {
+        c.id == id
+            && constant_time_eq(
+                c.secret_sha256.to_ascii_lowercase().as_bytes(),
+                presented.as_bytes(),
+            )
+    });
+    match known {
+        Some(c) => Ok(Some(c.id.clone())),
+        None => Err(ApiError::invalid_client(
+            "unknown client id or wrong client secret",
+        )),
+    }
+}
+
+/// Standard base64 (google-auth) or URL-safe (Rust clients), with or without padding.
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let bytes = GeneralPurpose::new(&alphabet::STANDARD, config)
+        .decode(encoded)
+        .or_else(|_| GeneralPurpose::new(&alphabet::URL_SAFE, config).decode(encoded))
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_decoded_from_plain_single_and_double_encoding() {
+        for raw in [
+            r#"{"userProject":"123"}"#,
+            "%7B%22userProject%22%3A%22123%22%7D",
+            "%7B%22userProject%22%3A%20%22123%22%7D",
+        ] {
+            assert_eq!(decode_options(raw).unwrap(), Some("123".into()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn options_that_are_not_json_are_refused() {
+        assert!(decode_options("userProject=123").is_err());
+    }
+
+    #[test]
+    fn basic_credentials_decode_in_every_base64_flavour() {
+        // google-auth: "my-client:s3cr%t:x"; the secret keeps its '%' and second ':'.
+        assert_eq!(
+            decode_basic("bXktY2xpZW50OnMzY3IldDp4"),
+            Some(("my-client".into(), "s3cr%t:x".into()))
+        );
+        // "a:~~~" has '+' in standard base64 and '-' in URL-safe, padded or not.
+        for encoded in ["YTp+fn4=", "YTp+fn4", "YTp-fn4", "YTp-fn4="] {
+            assert_eq!(
+                decode_basic(encoded),
+                Some(("a".into(), "~~~".into())),
+                "{encoded}"
+            );
+        }
+    }
+}
