@@ -1,0 +1,189 @@
+use crate::helpers::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+use sts_bridge::devstack::{BIGQUERY, CLOUD_PLATFORM, DEV_PROVIDER, DEV_TARGET};
+
+#[tokio::test]
+async fn valid_exchange_returns_googles_token_and_google_saw_the_documented_form() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+
+    let response = app.exchange(&token).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    let (_, body) = status_json(response).await;
+    let access_token = body["access_token"].as_str().unwrap();
+    let issued = app
+        .google
+        .issued(access_token)
+        .expect("token came from Google");
+    assert_eq!(issued.subject, "auth0|alice");
+    assert_eq!(body["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(body["token_type"], "Bearer");
+    let expires_in = body["expires_in"].as_u64().expect("integer expires_in");
+    assert!((3500..=3599).contains(&expires_in), "{expires_in}");
+    // No scope was requested, so the target's default is reported back.
+    assert_eq!(body["scope"], CLOUD_PLATFORM);
+
+    let calls = app.google.calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+    let names: BTreeSet<&str> = call.form.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "grant_type",
+            "audience",
+            "scope",
+            "requested_token_type",
+            "subject_token",
+            "subject_token_type",
+            "options"
+        ])
+    );
+    assert_eq!(call.field("grant_type"), Some(GRANT));
+    assert_eq!(call.field("audience"), Some(DEV_PROVIDER));
+    assert_eq!(call.field("scope"), Some(CLOUD_PLATFORM));
+    assert_eq!(call.field("requested_token_type"), Some(ACCESS_TOKEN));
+    assert_eq!(call.field("subject_token"), Some(token.as_str()));
+    assert_eq!(call.field("subject_token_type"), Some(JWT));
+    let options: serde_json::Value = serde_json::from_str(call.field("options").unwrap()).unwrap();
+    assert_eq!(options, json!({"userProject": "dev-project"}));
+}
+
+#[tokio::test]
+async fn full_provider_resource_selects_the_target_and_requested_scopes_are_passed_on() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let scope = format!("{BIGQUERY} {CLOUD_PLATFORM}");
+
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_PROVIDER),
+            ("scope", &scope),
+            ("requested_token_type", ACCESS_TOKEN),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+        ])
+        .await;
+
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.get("scope").is_none(),
+        "scope echoed although unchanged: {body}"
+    );
+    let calls = app.google.calls();
+    let sent: BTreeSet<&str> = calls[0].field("scope").unwrap().split(' ').collect();
+    assert_eq!(sent, BTreeSet::from([BIGQUERY, CLOUD_PLATFORM]));
+}
+
+#[tokio::test]
+async fn scope_outside_the_targets_list_is_invalid_scope_and_nothing_goes_upstream() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_TARGET),
+            (
+                "scope",
+                "https://www.googleapis.com/auth/devstorage.full_control",
+            ),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+        ])
+        .await;
+
+    let text = assert_error(response, 400, "invalid_scope").await;
+    assert!(
+        text.contains("devstorage.full_control is not allowed for target bigquery"),
+        "{text}"
+    );
+    assert_eq!(app.google.call_count(), 0);
+}
+
+#[tokio::test]
+async fn unknown_audience_is_invalid_target_naming_the_known_targets() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    for audience in [
+        "warehouse",
+        "//iam.googleapis.com/locations/global/workforcePools/other/providers/x",
+    ] {
+        let response = app
+            .post_form(&[
+                ("grant_type", GRANT),
+                ("audience", audience),
+                ("subject_token", &token),
+                ("subject_token_type", JWT),
+            ])
+            .await;
+        let text = assert_error(response, 400, "invalid_target").await;
+        assert!(
+            text.contains(audience) && text.contains("bigquery"),
+            "{text}"
+        );
+    }
+    assert_eq!(app.google.call_count(), 0);
+}
+
+#[tokio::test]
+async fn googles_refusal_is_passed_on_with_googles_reason_and_not_cached() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    app.google.fail_next(
+        400,
+        json!({"error": "invalid_grant", "error_description": "The audience in ID Token [x] does not match the expected audience."}),
+    );
+
+    let text = assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
+    assert!(
+        text.contains("does not match the expected audience"),
+        "{text}"
+    );
+
+    let (status, _) = status_json(app.exchange(&token).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.google.call_count(),
+        2,
+        "the refusal must not have been cached"
+    );
+}
+
+#[tokio::test]
+async fn google_server_errors_become_503_with_retry_after() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    app.google.fail_next(
+        503,
+        json!({"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}),
+    );
+
+    let response = app.exchange(&token).await;
+
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_error(response, 503, "temporarily_unavailable").await;
+}
+
+#[tokio::test]
+async fn google_timeout_becomes_503_with_retry_after() {
+    let app = spawn_app_with(|s| s.google.timeout_ms = 300).await;
+    app.google.set_delay(std::time::Duration::from_millis(1500));
+    let token = app.token_for("auth0|alice");
+
+    let response = app.exchange(&token).await;
+
+    assert!(response.headers().contains_key("retry-after"));
+    let text = assert_error(response, 503, "temporarily_unavailable").await;
+    assert!(text.contains("timed out"), "{text}");
+}

@@ -1,0 +1,126 @@
+use reqwest::Response;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use sts_bridge::broker::Broker;
+use sts_bridge::config::Settings;
+use sts_bridge::devstack::{self, DevIssuer, GoogleStandIn, MintRequest};
+use sts_bridge::startup::Application;
+
+pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+pub struct TestApp {
+    pub address: String,
+    pub issuer: DevIssuer,
+    pub google: GoogleStandIn,
+    pub http: reqwest::Client,
+    #[allow(dead_code)]
+    pub broker: Arc<Broker>,
+}
+
+fn loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind loopback")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the dev issuer, the Google stand-in and the application configured for them,
+/// after `tweak` has adjusted the settings; returns once the app reports ready.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = start_app(tweak);
+    app.wait_ready().await;
+    app
+}
+
+/// Like [`spawn_app_with`], without waiting for readiness.
+pub fn start_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let issuer = DevIssuer::start(loopback()).expect("dev issuer");
+    let google = GoogleStandIn::start(loopback()).expect("google stand-in");
+    let listener = loopback();
+    let mut settings = devstack::settings(&issuer, &google, listener.local_addr().unwrap());
+    tweak(&mut settings);
+    settings.validate().expect("test settings are valid");
+    let app = Application::build_with_listener(settings, listener).expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let broker = app.broker();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        issuer,
+        google,
+        http: reqwest::Client::new(),
+        broker,
+    }
+}
+
+impl TestApp {
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/readyz", self.address))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("application did not become ready");
+    }
+
+    /// A token for `sub` from the dev issuer, with default claims.
+    pub fn token_for(&self, sub: &str) -> String {
+        self.issuer.mint(&MintRequest {
+            sub: sub.into(),
+            ..Default::default()
+        })
+    }
+
+    /// Posts `fields` as a form to /v1/token.
+    pub async fn post_form(&self, fields: &[(&str, &str)]) -> Response {
+        self.http
+            .post(format!("{}/v1/token", self.address))
+            .form(fields)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The standard exchange google-auth would make for the dev target.
+    pub async fn exchange(&self, subject_token: &str) -> Response {
+        self.post_form(&[
+            ("grant_type", GRANT),
+            ("audience", devstack::DEV_TARGET),
+            ("requested_token_type", ACCESS_TOKEN),
+            ("subject_token", subject_token),
+            ("subject_token_type", JWT),
+        ])
+        .await
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.expect("JSON body");
+    (status, body)
+}
+
+/// Asserts an RFC 6749 error and returns its description.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> String {
+    let (got_status, body) = status_json(response).await;
+    assert_eq!(got_status, status, "body: {body}");
+    assert_eq!(body["error"], code, "body: {body}");
+    body["error_description"]
+        .as_str()
+        .expect("error_description")
+        .to_owned()
+}

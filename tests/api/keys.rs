@@ -1,0 +1,108 @@
+use crate::helpers::*;
+use serde_json::Value;
+use std::time::Duration;
+use sts_bridge::devstack::MintRequest;
+use tokio::task::JoinSet;
+
+fn alice_claims(app: &TestApp) -> Value {
+    app.issuer.claims(&MintRequest {
+        sub: "auth0|alice".into(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn key_published_later_is_accepted_after_one_refetch() {
+    let app = spawn_app_with(|s| s.issuers[0].jwks_min_refetch_secs = 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let kid = app.issuer.add_key(false);
+    let token = app.issuer.sign(&kid, &alice_claims(&app));
+    let before = app.issuer.jwks_requests();
+
+    // Not published yet: one refetch, still unknown.
+    assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
+    assert_eq!(app.issuer.jwks_requests(), before + 1);
+
+    // Published, but the interval has not passed: no refetch, still refused.
+    app.issuer.publish(&kid);
+    assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
+    assert_eq!(app.issuer.jwks_requests(), before + 1);
+
+    // After the interval, one refetch finds it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = status_json(app.exchange(&token).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.issuer.jwks_requests(), before + 2);
+
+    // The old key keeps working without further fetches.
+    let (status, _) = status_json(app.exchange(&app.token_for("auth0|bob")).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.issuer.jwks_requests(), before + 2);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_kids_triggers_at_most_one_refetch_per_interval() {
+    let app = std::sync::Arc::new(spawn_app().await); // 60 s interval
+    let kids: Vec<String> = (0..5).map(|_| app.issuer.add_key(false)).collect();
+    let before = app.issuer.jwks_requests();
+
+    let mut tasks = JoinSet::new();
+    for i in 0..50 {
+        let app = app.clone();
+        let token = app.issuer.sign(&kids[i % kids.len()], &alice_claims(&app));
+        tasks.spawn(async move { status_json(app.exchange(&token).await).await.0 });
+    }
+    let statuses = tasks.join_all().await;
+
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    assert!(
+        app.issuer.jwks_requests() - before <= 1,
+        "{} refetches",
+        app.issuer.jwks_requests() - before
+    );
+    assert_eq!(app.google.call_count(), 0);
+}
+
+#[tokio::test]
+async fn readiness_reports_loaded_keys() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn while_the_issuer_is_unreachable_the_service_is_not_ready_and_fails_closed() {
+    let app = start_app(|s| {
+        s.issuers[0].discovery_url =
+            Some("http://127.0.0.1:9/.well-known/openid-configuration".into());
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "not_ready");
+
+    let response = app.exchange(&app.token_for("auth0|alice")).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, 503, "temporarily_unavailable").await;
+    assert_eq!(app.google.call_count(), 0);
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: the real application on a random port, the dev issuer as Auth0 and the
+//! Google STS stand-in, all over real HTTP.
+
+mod cache;
+mod exchange;
+mod google_auth;
+mod helpers;
+mod keys;
+mod validation;
+mod wire;

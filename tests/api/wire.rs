@@ -1,0 +1,265 @@
+use crate::helpers::*;
+use serde_json::json;
+use sha2::Digest;
+use sts_bridge::config::ClientSettings;
+use sts_bridge::devstack::{DEV_PROVIDER, DEV_TARGET};
+
+#[tokio::test]
+async fn json_body_with_camel_case_keys_is_accepted() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let response = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .json(&json!({
+            "grantType": GRANT,
+            "audience": DEV_PROVIDER,
+            "requestedTokenType": ACCESS_TOKEN,
+            "subjectToken": token,
+            "subjectTokenType": JWT,
+            "options": "{\"userProject\":\"dev-project\"}",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(app
+        .google
+        .issued(body["access_token"].as_str().unwrap())
+        .is_some());
+}
+
+#[tokio::test]
+async fn json_body_with_snake_case_keys_is_accepted() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let response = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .json(&json!({
+            "grant_type": GRANT,
+            "audience": DEV_TARGET,
+            "subject_token": token,
+            "subject_token_type": JWT,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn options_percent_encoded_twice_are_decoded() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    // What Python's google-auth sends: quote(json.dumps(...)), then form-encoded again.
+    let options = "%7B%22userProject%22%3A%20%22dev-project%22%7D";
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_PROVIDER),
+            ("requested_token_type", ACCESS_TOKEN),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+            ("options", options),
+        ])
+        .await;
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = app.google.calls();
+    assert_eq!(
+        calls[0].field("options"),
+        Some(r#"{"userProject":"dev-project"}"#)
+    );
+}
+
+#[tokio::test]
+async fn a_user_project_other_than_the_targets_is_refused() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_TARGET),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+            ("options", r#"{"userProject":"someone-elses"}"#),
+        ])
+        .await;
+    let text = assert_error(response, 400, "invalid_request").await;
+    assert!(
+        text.contains("someone-elses") && text.contains("dev-project"),
+        "{text}"
+    );
+    assert_eq!(app.google.call_count(), 0);
+}
+
+#[tokio::test]
+async fn other_grant_types_are_unsupported() {
+    let app = spawn_app().await;
+    let response = app
+        .post_form(&[
+            ("grant_type", "client_credentials"),
+            ("audience", DEV_TARGET),
+        ])
+        .await;
+    let text = assert_error(response, 400, "unsupported_grant_type").await;
+    assert!(text.contains("token-exchange"), "{text}");
+}
+
+#[tokio::test]
+async fn missing_fields_are_named() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[
+                ("grant_type", GRANT),
+                ("audience", DEV_TARGET),
+                ("subject_token_type", JWT),
+            ],
+            "subject_token is required",
+        ),
+        (
+            &[
+                ("grant_type", GRANT),
+                ("audience", DEV_TARGET),
+                ("subject_token", &token),
+            ],
+            "subject_token_type is required",
+        ),
+        (
+            &[
+                ("grant_type", GRANT),
+                ("subject_token", &token),
+                ("subject_token_type", JWT),
+            ],
+            "audience is required",
+        ),
+    ];
+    for (fields, expected) in cases {
+        let text = assert_error(app.post_form(fields).await, 400, "invalid_request").await;
+        assert!(text.contains(expected), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn repeated_parameters_are_refused() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type={GRANT}&audience=bigquery&audience=other"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let text = assert_error(response, 400, "invalid_request").await;
+    assert!(text.contains("audience"), "{text}");
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused() {
+    let app = spawn_app().await;
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("subject_token", &"a".repeat(70 * 1024)),
+        ])
+        .await;
+    assert_error(response, 413, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn unsupported_content_type_is_refused() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .header("content-type", "text/plain")
+        .body("grant_type=x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 415, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_or_generated() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"].len(), 36);
+}
+
+fn client(id: &str, secret: &str) -> ClientSettings {
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    ClientSettings {
+        id: id.into(),
+        secret_sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+#[tokio::test]
+async fn basic_client_authentication_is_checked_when_sent() {
+    let app = spawn_app_with(|s| s.clients = vec![client("notebooks", "s3cr%t:x")]).await;
+    let token = app.token_for("auth0|alice");
+    let post = |user: &str, secret: &str| {
+        app.http
+            .post(format!("{}/v1/token", app.address))
+            .basic_auth(user, Some(secret))
+            .form(&[
+                ("grant_type", GRANT),
+                ("audience", DEV_TARGET),
+                ("subject_token", token.as_str()),
+                ("subject_token_type", JWT),
+            ])
+            .send()
+    };
+
+    assert_eq!(post("notebooks", "s3cr%t:x").await.unwrap().status(), 200);
+
+    let response = post("notebooks", "wrong").await.unwrap();
+    assert!(response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    assert_error(response, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn basic_authentication_without_configured_clients_is_refused() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let response = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .basic_auth("someone", Some("secret"))
+        .form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_TARGET),
+            ("subject_token", token.as_str()),
+            ("subject_token_type", JWT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let text = assert_error(response, 401, "invalid_client").await;
+    assert!(text.contains("not configured"), "{text}");
+    assert_eq!(app.google.call_count(), 0);
+}
