@@ -578,6 +578,19 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
+    fn the_documented_example_configuration_is_valid() {
+        // Inside a jail: the environment is process-wide and another test changes it.
+        figment::Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+            let s = Settings::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(s.targets[0].name, "bigquery");
+            assert_eq!(s.issuers[0].issuer, "https://example-tenant.eu.auth0.com/");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_complete_configuration_is_accepted() {
         valid().validate().unwrap();
     }
@@ -622,6 +635,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -89,12 +89,10 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
        -d audience={target} \
        --data-urlencode subject_token="$TOKEN"
 
-3. Or let google-auth do it with the external_account file written for you:
-     {credentials}
-   (its credential_source reads {token}, a token for auth0|alice valid for an hour)
-     GOOGLE_APPLICATION_CREDENTIALS={credentials} python3 -c \
-       'import json, google.auth.identity_pool as p, google.auth.transport.requests as r
-c = p.Credentials.from_info(json.load(open("{credentials}"))); c.refresh(r.Request()); print(c.token)'
+3. Or let Python's google-auth do it with the external_account file written for you
+   (its credential_source reads {token}, a token for auth0|alice valid for an hour;
+   `make venv` installs google-auth into .venv):
+     .venv/bin/python tests/python/refresh_external_account.py {credentials}
 
 Press Ctrl-C to stop.
 "#,

@@ -188,13 +188,16 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> H
                 "expires_in": expires_in,
             }))
         }
-        Err(response) => response,
+        Err((error, description)) => google_error(400, error, description),
     }
 }
 
+/// An RFC 6749 error code and Google's wording.
+type Refusal = (&'static str, &'static str);
+
 /// Google's checks, in Google's words; returns the subject and audience on success.
-fn check(call: &StsCall) -> Result<(String, String), HttpResponse> {
-    let bad = |error: &str, text: &str| google_error(400, error, text);
+fn check(call: &StsCall) -> Result<(String, String), Refusal> {
+    let bad = |error: &'static str, text: &'static str| (error, text);
     if call.field("grant_type") != Some(GRANT_TYPE) {
         return Err(bad(
             "unsupported_grant_type",
