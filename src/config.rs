@@ -6,7 +6,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Algorithms a token may be signed with. HMAC and `none` are never accepted (RFC 8725 §3.1).
@@ -43,6 +43,12 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// Issuance records.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// Admin API.
+    #[serde(default)]
+    pub admin: AdminSettings,
 }
 
 /// One trusted OIDC issuer (an Auth0 tenant, typically).
@@ -157,6 +163,187 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+/// Where and how issuance records are kept.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `postgres://…`; unset means the embedded SQLite file. `DATABASE_URL` overrides it.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// SQLite file used when no database URL is set.
+    #[serde(default = "default_sqlite_path")]
+    pub sqlite_path: PathBuf,
+    /// Database connections.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Records older than this many days are purged.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Seconds between two purges.
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_secs: u64,
+    /// Records waiting to be written, at most.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Records written in one statement, at most.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a request waits for room in a full queue before it is refused (ms).
+    #[serde(default = "default_enqueue_timeout")]
+    pub enqueue_timeout_ms: u64,
+    /// How long a request waits for its record's commit before it is refused (ms).
+    #[serde(default = "default_commit_timeout")]
+    pub commit_timeout_ms: u64,
+    /// Seconds between two reloads of the revocations table.
+    #[serde(default = "default_revocation_poll")]
+    pub revocation_poll_secs: u64,
+}
+
+impl std::fmt::Debug for AuditSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The database URL may carry a password.
+        f.debug_struct("AuditSettings")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("sqlite_path", &self.sqlite_path)
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Whether `/admin/v1/*` is served.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Permission (Auth0 RBAC `permissions`, or a `scope`) an admin token must carry.
+    #[serde(default = "default_admin_permission")]
+    pub permission: String,
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("data/sts-bridge.sqlite")
+}
+fn default_pool_size() -> u32 {
+    8
+}
+fn default_retention_days() -> u32 {
+    400
+}
+fn default_purge_interval() -> u64 {
+    3600
+}
+fn default_queue_capacity() -> usize {
+    10_000
+}
+fn default_max_batch() -> usize {
+    512
+}
+fn default_enqueue_timeout() -> u64 {
+    100
+}
+fn default_commit_timeout() -> u64 {
+    5_000
+}
+fn default_revocation_poll() -> u64 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_admin_permission() -> String {
+    "sts:admin".into()
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            sqlite_path: default_sqlite_path(),
+            pool_size: default_pool_size(),
+            retention_days: default_retention_days(),
+            purge_interval_secs: default_purge_interval(),
+            queue_capacity: default_queue_capacity(),
+            max_batch: default_max_batch(),
+            enqueue_timeout_ms: default_enqueue_timeout(),
+            commit_timeout_ms: default_commit_timeout(),
+            revocation_poll_secs: default_revocation_poll(),
+        }
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            permission: default_admin_permission(),
+        }
+    }
+}
+
+impl AuditSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "audit.database_url",
+                    "must be a postgres:// URL (leave it unset for the embedded SQLite file)",
+                ));
+            }
+        }
+        let checks: [(&str, bool, &str); 8] = [
+            (
+                "audit.pool_size",
+                (1..=100).contains(&self.pool_size),
+                "between 1 and 100",
+            ),
+            (
+                "audit.retention_days",
+                self.retention_days >= 1,
+                "at least 1",
+            ),
+            (
+                "audit.purge_interval_secs",
+                self.purge_interval_secs >= 1,
+                "at least 1",
+            ),
+            (
+                "audit.queue_capacity",
+                (1..=1_000_000).contains(&self.queue_capacity),
+                "between 1 and 1000000",
+            ),
+            // 17 bound columns per row; SQLite allows 32766 parameters per statement.
+            (
+                "audit.max_batch",
+                (1..=1900).contains(&self.max_batch),
+                "between 1 and 1900",
+            ),
+            (
+                "audit.enqueue_timeout_ms",
+                (1..=10_000).contains(&self.enqueue_timeout_ms),
+                "between 1 and 10000",
+            ),
+            (
+                "audit.commit_timeout_ms",
+                (100..=60_000).contains(&self.commit_timeout_ms),
+                "between 100 and 60000",
+            ),
+            (
+                "audit.revocation_poll_secs",
+                (1..=3600).contains(&self.revocation_poll_secs),
+                "between 1 and 3600",
+            ),
+        ];
+        for (key, ok, rule) in checks {
+            if !ok {
+                return Err(invalid(key, format!("must be {rule}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
@@ -236,6 +423,8 @@ impl Default for Settings {
             google: GoogleSettings::default(),
             cache: CacheSettings::default(),
             log: LogSettings::default(),
+            audit: AuditSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -277,9 +466,13 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("STS_BRIDGE__").split("__"));
-        let settings: Settings = figment
+        let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        // The conventional variable wins, so platforms that inject it need no mapping.
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            settings.audit.database_url = Some(url);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -331,6 +524,10 @@ impl Settings {
         }
         self.google.validate()?;
         self.cache.validate()?;
+        self.audit.validate()?;
+        if self.admin.permission.is_empty() {
+            return Err(invalid("admin.permission", "must not be empty"));
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(invalid("log.format", "must be `json` or `text`"));
         }

@@ -21,6 +21,12 @@ enum Command {
         #[arg(long, env = "STS_BRIDGE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Apply the issuance store's migrations and exit.
+    Migrate {
+        /// TOML configuration file.
+        #[arg(long, env = "STS_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration and exit.
     CheckConfig {
         /// TOML configuration file.
@@ -76,6 +82,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Migrate { config } => migrate(config).await,
         Command::CheckConfig { config } => Settings::load(config.as_deref())
             .map(|_| println!("configuration is valid"))
             .map_err(|e| e.to_string()),
@@ -119,7 +126,21 @@ async fn main() -> ExitCode {
 async fn serve(config: Option<PathBuf>) -> Result<(), String> {
     let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
     telemetry::init(&settings.log.format, &settings.log.filter);
-    let app = Application::build(settings).map_err(|e| e.to_string())?;
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(port = app.port(), "sts-bridge listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+async fn migrate(config: Option<PathBuf>) -> Result<(), String> {
+    let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    let audit = &settings.audit;
+    let store =
+        sts_bridge::audit::Store::connect(audit.database_url.as_deref(), &audit.sqlite_path, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    println!("{} migrations applied", store.engine());
+    Ok(())
 }

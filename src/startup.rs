@@ -1,7 +1,8 @@
 //! Builds the application: shared state, routes, background tasks.
 
+use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::Broker;
-use crate::config::Settings;
+use crate::config::{AuditSettings, Settings};
 use crate::google::StsClient;
 use crate::identity::{KeySet, Validator};
 use crate::routes::{self, AppState};
@@ -34,20 +35,23 @@ pub enum StartupError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The issuance store could not be opened or migrated.
+    #[error("issuance store: {0}")]
+    Audit(#[from] AuditError),
 }
 
 impl Application {
     /// Binds `settings.listen` and builds the server.
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
             addr: settings.listen.to_string(),
             source,
         })?;
-        Self::build_with_listener(settings, listener)
+        Self::build_with_listener(settings, listener).await
     }
 
     /// Builds the server on an already bound listener (tests bind port 0).
-    pub fn build_with_listener(
+    pub async fn build_with_listener(
         settings: Settings,
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
@@ -77,20 +81,38 @@ impl Application {
         for (_, keys) in &key_sets {
             spawn_initial_key_load(keys.clone());
         }
+        let audit = Arc::new(open_audit(&settings.audit).await?);
         let sts = StsClient::new(http, settings.google.sts_url.clone());
-        let broker = Arc::new(Broker::new(&settings, Validator::new(key_sets), sts));
+        let broker = Arc::new(Broker::new(&settings, Validator::new(key_sets), sts, audit));
+        spawn_revocation_poller(
+            broker.clone(),
+            Duration::from_secs(settings.audit.revocation_poll_secs),
+        );
+        spawn_retention(broker.clone(), &settings.audit);
         let state = web::Data::new(AppState {
             broker: broker.clone(),
             clients: settings.clients.clone(),
             retry_after_secs: settings.google.retry_after_secs,
+            admin_permission: settings.admin.permission.clone(),
         });
+        let admin_enabled = settings.admin.enabled;
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .wrap(from_fn(telemetry::with_request_id))
                 .app_data(state.clone())
                 .route("/v1/token", web::post().to(routes::token))
                 .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
+                .route("/readyz", web::get().to(routes::readyz));
+            if admin_enabled {
+                app.route("/admin/v1/issuances", web::get().to(routes::list_issuances))
+                    .route("/admin/v1/revocations", web::post().to(routes::revoke))
+                    .route(
+                        "/admin/v1/revocations/{subject}",
+                        web::delete().to(routes::lift),
+                    )
+            } else {
+                app
+            }
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {
@@ -120,6 +142,85 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Opens the store, applies migrations, loads revocations and starts the writer.
+async fn open_audit(settings: &AuditSettings) -> Result<Audit, AuditError> {
+    let store = Store::connect(
+        settings.database_url.as_deref(),
+        &settings.sqlite_path,
+        settings.pool_size,
+    )
+    .await?;
+    store.migrate().await?;
+    let revocations = Revocations::default();
+    revocations.reload(&store).await?;
+    tracing::info!(engine = store.engine(), "issuance store ready");
+    let writer = AuditWriter::start(
+        store.clone(),
+        settings.queue_capacity,
+        settings.max_batch,
+        Duration::from_millis(settings.enqueue_timeout_ms),
+        Duration::from_millis(settings.commit_timeout_ms),
+    );
+    Ok(Audit {
+        store,
+        writer,
+        revocations,
+    })
+}
+
+/// Reloads revocations so every replica honours one within the poll interval, and drops
+/// the cached credentials of newly revoked subjects.
+fn spawn_revocation_poller(broker: Arc<Broker>, every: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let audit = broker.audit();
+            match audit.revocations.reload(&audit.store).await {
+                Ok(newly) => newly.iter().for_each(|s| broker.purge_subject(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocations not reloaded; keeping the last list")
+                }
+            }
+        }
+    });
+}
+
+/// Purges issuance records past the retention period, in bounded batches.
+fn spawn_retention(broker: Arc<Broker>, settings: &AuditSettings) {
+    const BATCH: i64 = 10_000;
+    let retention = time::Duration::days(i64::from(settings.retention_days));
+    let every = Duration::from_secs(settings.purge_interval_secs);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let cutoff = time::OffsetDateTime::now_utc() - retention;
+            let store = &broker.audit().store;
+            let mut purged = 0;
+            loop {
+                match store.purge_issuances_before(cutoff, BATCH).await {
+                    Ok(n) => {
+                        purged += n;
+                        if n < BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention purge failed; will retry");
+                        break;
+                    }
+                }
+            }
+            if purged > 0 {
+                tracing::info!(rows = purged, "purged issuance records past retention");
+            }
+        }
+    });
 }
 
 /// Loads an issuer's keys in the background, retrying with backoff, so the service starts

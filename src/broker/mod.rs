@@ -6,12 +6,15 @@ mod targets;
 pub use cache::{CacheKey, CachedCredential, CredentialCache};
 pub use targets::{Target, TargetError, Targets};
 
+use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
 use crate::config::Settings;
 use crate::google::{GoogleError, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::secret::Token;
 use std::sync::Arc;
 use std::time::Duration;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// RFC 8693 token type of a JWT.
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -36,6 +39,23 @@ pub struct ExchangeRequest {
     pub scopes: Vec<String>,
     /// `options.userProject`, when the caller sent one.
     pub user_project: Option<String>,
+    /// Who is asking, for the record.
+    pub context: RequestContext,
+}
+
+/// Facts about the HTTP request that go into the issuance record.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Request id.
+    pub request_id: String,
+    /// Caller's address.
+    pub client_addr: Option<String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// `x-goog-api-client`.
+    pub api_client: Option<String>,
+    /// Client id proven by HTTP Basic authentication.
+    pub client_id: Option<String>,
 }
 
 /// Where a handed-out credential came from.
@@ -72,6 +92,10 @@ pub struct Issued {
     pub identity: Identity,
     /// Target name.
     pub target: Arc<str>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Google principal the credential acts as.
+    pub google_principal: Option<String>,
 }
 
 /// Why an exchange was refused.
@@ -89,6 +113,43 @@ pub enum BrokerError {
     /// Google refused or failed.
     #[error(transparent)]
     Google(#[from] GoogleError),
+    /// An administrator revoked the subject.
+    #[error("subject {subject} is revoked until {until} ({reason}); ask an administrator")]
+    Revoked {
+        /// The subject.
+        subject: String,
+        /// RFC 3339 end of the revocation.
+        until: String,
+        /// The administrator's reason.
+        reason: String,
+    },
+    /// The issuance could not be recorded, so nothing is handed out.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl BrokerError {
+    /// The RFC 6749 / RFC 8693 error code for this refusal.
+    pub fn oauth_code(&self) -> &'static str {
+        match self {
+            BrokerError::Identity(IdentityError::KeysUnavailable(_)) => "temporarily_unavailable",
+            BrokerError::Identity(_) => "invalid_grant",
+            BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
+            BrokerError::Target(_) => "invalid_scope",
+            BrokerError::InvalidRequest(_) => "invalid_request",
+            BrokerError::Revoked { .. } => "access_denied",
+            BrokerError::Audit(_) => "temporarily_unavailable",
+            BrokerError::Google(GoogleError::Refused { error, .. }) => match error.as_str() {
+                "invalid_grant" => "invalid_grant",
+                "invalid_scope" => "invalid_scope",
+                "invalid_target" => "invalid_target",
+                "unauthorized_client" => "unauthorized_client",
+                "access_denied" => "access_denied",
+                _ => "invalid_request",
+            },
+            BrokerError::Google(_) => "temporarily_unavailable",
+        }
+    }
 }
 
 /// Runs exchanges.
@@ -98,11 +159,17 @@ pub struct Broker {
     sts: StsClient,
     cache: CredentialCache,
     refresh_margin: Duration,
+    audit: Arc<Audit>,
 }
 
 impl Broker {
     /// A broker from its parts.
-    pub fn new(settings: &Settings, validator: Validator, sts: StsClient) -> Self {
+    pub fn new(
+        settings: &Settings,
+        validator: Validator,
+        sts: StsClient,
+        audit: Arc<Audit>,
+    ) -> Self {
         Self {
             validator,
             targets: Targets::new(&settings.targets),
@@ -112,6 +179,23 @@ impl Broker {
                 Duration::from_secs(settings.cache.min_remaining_secs),
             ),
             refresh_margin: Duration::from_secs(settings.cache.refresh_margin_secs),
+            audit,
+        }
+    }
+
+    /// The issuance records.
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    /// Drops every cached credential of `subject` (after a revocation).
+    pub fn purge_subject(&self, subject: &str) {
+        let subject = subject.to_owned();
+        if let Err(e) = self
+            .cache
+            .invalidate_entries_if(move |k, _| k.subject() == subject)
+        {
+            tracing::error!(error = %e, "cache purge failed");
         }
     }
 
@@ -126,13 +210,42 @@ impl Broker {
     }
 
     /// Validates the subject token and hands out a Google credential for the same person.
+    /// Every outcome after a valid signature is recorded before the caller sees it; a
+    /// credential whose record cannot be committed is not handed out.
     pub async fn exchange(&self, req: ExchangeRequest) -> Result<Issued, BrokerError> {
+        let identity = self.validator.validate(req.subject_token.expose()).await?;
+        let decided = self.decide(&identity, &req).await;
+        let record = self.record_for(&identity, &req, &decided);
+        self.audit.writer.record(record).await?;
+        decided.map(|d| Issued {
+            access_token: d.access_token,
+            expires_in: d.expires_in,
+            scope: d.scope,
+            source: d.source,
+            identity,
+            target: d.target,
+            scopes: d.scopes,
+            google_principal: d.google_principal,
+        })
+    }
+
+    async fn decide(
+        &self,
+        identity: &Identity,
+        req: &ExchangeRequest,
+    ) -> Result<Decision, BrokerError> {
+        if let Some(r) = self.audit.revocations.active_for(&identity.subject) {
+            return Err(BrokerError::Revoked {
+                subject: r.subject,
+                until: r.until.format(&Rfc3339).unwrap_or_default(),
+                reason: r.reason,
+            });
+        }
         let target = self.targets.resolve(&req.audience)?;
         let scopes = target.scopes_for(&req.scopes)?;
-        let user_project = user_project_for(&target, req.user_project)?;
-        let identity = self.validator.validate(req.subject_token.expose()).await?;
+        let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
-        let key = CacheKey::new(&identity, target.name.clone(), scopes, user_project);
+        let key = CacheKey::new(identity, target.name.clone(), scopes.clone(), user_project);
 
         let mut fetched = false;
         let entry = self
@@ -145,16 +258,70 @@ impl Broker {
             .map_err(|e| BrokerError::Google((*e).clone()))?;
 
         if !fetched && entry.remaining() < self.refresh_margin && entry.claim_refresh() {
-            self.refresh_in_background(target.clone(), key, req.subject_token, entry.clone());
+            self.refresh_in_background(
+                target.clone(),
+                key,
+                req.subject_token.clone(),
+                entry.clone(),
+            );
         }
-        Ok(Issued {
+        Ok(Decision {
             access_token: entry.token.clone(),
             expires_in: entry.remaining().as_secs().max(1),
             scope,
             source: if fetched { Source::Sts } else { Source::Cache },
-            identity,
+            google_principal: target.principal_for(&identity.subject),
             target: target.name.clone(),
+            scopes,
         })
+    }
+
+    fn record_for(
+        &self,
+        identity: &Identity,
+        req: &ExchangeRequest,
+        decided: &Result<Decision, BrokerError>,
+    ) -> IssuanceRecord {
+        let now = OffsetDateTime::now_utc();
+        let ctx = &req.context;
+        let mut record = IssuanceRecord {
+            issued_at: now,
+            request_id: ctx.request_id.clone(),
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+            client_id: ctx.client_id.clone().or_else(|| identity.client_id.clone()),
+            actor: None,
+            target: bounded(&req.audience),
+            google_principal: None,
+            scopes: bounded(&req.scopes.join(" ")),
+            source: None,
+            outcome: Outcome::Refused,
+            error_code: None,
+            expires_at: None,
+            token_sha256: None,
+            client_addr: ctx.client_addr.clone(),
+            user_agent: ctx.user_agent.clone(),
+            api_client: ctx.api_client.clone(),
+        };
+        match decided {
+            Ok(d) => {
+                record.target = d.target.to_string();
+                record.google_principal = d.google_principal.clone();
+                record.scopes = d.scopes.join(" ");
+                record.source = Some(d.source.as_str());
+                record.outcome = Outcome::Issued;
+                record.expires_at = Some(now + Duration::from_secs(d.expires_in));
+                record.token_sha256 = Some(d.access_token.fingerprint());
+            }
+            Err(e) => {
+                if let Ok(t) = self.targets.resolve(&req.audience) {
+                    record.target = t.name.to_string();
+                    record.google_principal = t.principal_for(&identity.subject);
+                }
+                record.error_code = Some(e.oauth_code().to_owned());
+            }
+        }
+        record
     }
 
     async fn fetch(
@@ -208,6 +375,22 @@ async fn fetch(
         token.access_token,
         token.expires_in,
     )))
+}
+
+/// What `decide` settled on, before the identity is attached.
+struct Decision {
+    access_token: Token,
+    expires_in: u64,
+    scope: Option<String>,
+    source: Source,
+    target: Arc<str>,
+    scopes: Vec<String>,
+    google_principal: Option<String>,
+}
+
+/// Caps a caller-chosen value before it is stored.
+fn bounded(value: &str) -> String {
+    value.chars().take(512).collect()
 }
 
 /// The project to bill: the target's, unless it has none and the caller named one.

@@ -87,6 +87,15 @@ impl Targets {
 }
 
 impl Target {
+    /// The Google principal a credential of this target acts as for `subject`, with the
+    /// attribute mapping `google.subject=assertion.sub`.
+    pub fn principal_for(&self, subject: &str) -> Option<String> {
+        let (location, pool, _) = crate::config::parse_workforce_provider(&self.settings.provider)?;
+        Some(format!(
+            "principal://iam.googleapis.com/locations/{location}/workforcePools/{pool}/subject/{subject}"
+        ))
+    }
+
     /// The scopes to request: the caller's (sorted, without repeats) when all are allowed,
     /// else the target's defaults when the caller sent none.
     pub fn scopes_for(&self, requested: &[String]) -> Result<Vec<String>, TargetError> {

@@ -28,10 +28,12 @@ pub async fn run(opts: DevOptions) -> Result<(), String> {
     );
     let issuer = DevIssuer::start(issuer_listener).map_err(|e| e.to_string())?;
     let google = GoogleStandIn::start(google_listener).map_err(|e| e.to_string())?;
-    let settings = super::settings(&issuer, &google, opts.listen);
+    let mut settings = super::settings(&issuer, &google, opts.listen);
+    settings.audit.sqlite_path = opts.dir.join("sts-bridge.sqlite");
     telemetry::init(&settings.log.format, &settings.log.filter);
-    let app =
-        Application::build_with_listener(settings, service_listener).map_err(|e| e.to_string())?;
+    let app = Application::build_with_listener(settings, service_listener)
+        .await
+        .map_err(|e| e.to_string())?;
     let files =
         write_files(&opts, &issuer).map_err(|e| format!("writing {}: {e}", opts.dir.display()))?;
     println!("{}", instructions(&opts, &issuer, &google, &files));

@@ -1,8 +1,7 @@
 //! The one place where errors become RFC 6749 §5.2 JSON.
 
-use crate::broker::{BrokerError, TargetError};
+use crate::broker::BrokerError;
 use crate::google::GoogleError;
-use crate::identity::IdentityError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -15,6 +14,7 @@ pub struct ApiError {
     code: &'static str,
     description: String,
     retry_after: Option<u64>,
+    challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -30,7 +30,29 @@ impl ApiError {
             code,
             description: description.into(),
             retry_after: None,
+            challenge: None,
         }
+    }
+
+    /// An error with a status and code of the caller's choosing.
+    pub fn with_status(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
+        Self::new(status, code, description)
+    }
+
+    /// A Bearer-token refusal (RFC 6750 §3): 401 or 403 with a `WWW-Authenticate` challenge.
+    pub fn bearer(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<String>,
+        challenge: String,
+    ) -> Self {
+        let mut e = Self::new(status, code, description);
+        e.challenge = Some(challenge);
+        e
     }
 
     /// 400 `invalid_request`.
@@ -75,48 +97,26 @@ impl ApiError {
 
     /// Maps a broker refusal; `retry_after` is used for 503s.
     pub fn from_broker(e: &BrokerError, retry_after: u64) -> Self {
-        match e {
-            BrokerError::Identity(IdentityError::KeysUnavailable(_)) => {
-                Self::unavailable(e.to_string(), retry_after)
+        let code = e.oauth_code();
+        let description = match e {
+            BrokerError::Google(GoogleError::Refused { description, .. }) => {
+                format!("Google STS refused the exchange: {description}")
             }
-            BrokerError::Identity(inner) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", inner.to_string())
+            BrokerError::Google(_) | BrokerError::Audit(_) => {
+                format!("{e}; try again in {retry_after} s")
             }
-            BrokerError::Target(TargetError::Unknown { .. }) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_target", e.to_string())
-            }
-            BrokerError::Target(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
-            }
-            BrokerError::InvalidRequest(text) => Self::invalid_request(text.clone()),
-            BrokerError::Google(g) => Self::from_google(g, retry_after),
+            _ => e.to_string(),
+        };
+        let status = match code {
+            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "unauthorized_client" | "access_denied" => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut error = Self::new(status, code, description);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            error.retry_after = Some(retry_after);
         }
-    }
-
-    fn from_google(e: &GoogleError, retry_after: u64) -> Self {
-        match e {
-            GoogleError::Refused {
-                error, description, ..
-            } => {
-                let text = format!("Google STS refused the exchange: {description}");
-                match error.as_str() {
-                    "invalid_grant" => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", text),
-                    "invalid_scope" => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", text),
-                    "invalid_target" => Self::new(StatusCode::BAD_REQUEST, "invalid_target", text),
-                    "unauthorized_client" => {
-                        Self::new(StatusCode::FORBIDDEN, "unauthorized_client", text)
-                    }
-                    "access_denied" => Self::new(StatusCode::FORBIDDEN, "access_denied", text),
-                    _ => Self::invalid_request(format!(
-                        "Google STS refused the exchange ({}): {description}",
-                        error.chars().take(64).collect::<String>()
-                    )),
-                }
-            }
-            GoogleError::Unavailable(_) | GoogleError::BadResponse(_) => {
-                Self::unavailable(format!("{e}; try again in {retry_after} s"), retry_after)
-            }
-        }
+        error
     }
 }
 
@@ -139,7 +139,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = &self.challenge {
+            response.insert_header((header::WWW_AUTHENTICATE, challenge.as_str()));
+        } else if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((
                 header::WWW_AUTHENTICATE,
                 r#"Basic realm="sts-bridge", charset="UTF-8""#,

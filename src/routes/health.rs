@@ -9,8 +9,18 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: every trusted issuer's signing keys are loaded.
+/// Readiness: every trusted issuer's signing keys are loaded and the store answers.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let store = &state.broker.audit().store;
+    let store_up = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping())
+        .await
+        .unwrap_or(false);
+    if !store_up {
+        return not_ready(format!(
+            "the issuance store ({}) does not answer",
+            store.engine()
+        ));
+    }
     let missing: Vec<&str> = state
         .broker
         .validator()
@@ -21,11 +31,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if missing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "5"))
-            .json(json!({
-                "status": "not_ready",
-                "reason": format!("signing keys not loaded yet for {}", missing.join(", ")),
-            }))
+        not_ready(format!(
+            "signing keys not loaded yet for {}",
+            missing.join(", ")
+        ))
     }
+}
+
+fn not_ready(reason: String) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "5"))
+        .json(json!({ "status": "not_ready", "reason": reason }))
 }

@@ -1,9 +1,11 @@
 //! HTTP handlers: parse, call the broker, map errors. Nothing else.
 
+mod admin;
 mod error;
 mod health;
 mod token;
 
+pub use admin::{lift, list_issuances, revoke};
 pub use error::ApiError;
 pub use health::{healthz, readyz};
 pub use token::{token, MAX_BODY_BYTES};
@@ -20,4 +22,6 @@ pub struct AppState {
     pub clients: Vec<ClientSettings>,
     /// Seconds a caller is told to wait on 503.
     pub retry_after_secs: u64,
+    /// Permission an admin token must carry.
+    pub admin_permission: String,
 }

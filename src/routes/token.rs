@@ -2,10 +2,14 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::broker::{ExchangeRequest, Issued, SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
+use crate::broker::{
+    ExchangeRequest, Issued, RequestContext, SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN,
+};
 use crate::config::ClientSettings;
 use crate::secret::{fingerprint, Token};
+use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};
+use actix_web::HttpMessage;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -91,7 +95,8 @@ pub async fn token(
     let body = read_body(payload).await?;
     let fields = parse_fields(&req, &body)?;
     let client_id = authenticate_client(&req, &state.clients)?;
-    let exchange = build_request(fields)?;
+    let mut exchange = build_request(fields)?;
+    exchange.context = request_context(&req, client_id.clone());
     match state.broker.exchange(exchange).await {
         Ok(issued) => {
             log_issued(&issued, client_id.as_deref(), started);
@@ -270,7 +275,29 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             .map(str::to_owned)
             .collect(),
         user_project,
+        context: RequestContext::default(),
     })
+}
+
+/// What the issuance record keeps about the HTTP request, each value bounded.
+fn request_context(req: &HttpRequest, client_id: Option<String>) -> RequestContext {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect::<String>())
+    };
+    RequestContext {
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        user_agent: header("user-agent"),
+        api_client: header("x-goog-api-client"),
+        client_id,
+    }
 }
 
 /// `options` is JSON, percent-encoded once (Go, Node) or twice (Python's google-auth)

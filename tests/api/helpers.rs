@@ -8,6 +8,8 @@ use sts_bridge::config::Settings;
 use sts_bridge::devstack::{self, DevIssuer, GoogleStandIn, MintRequest};
 use sts_bridge::startup::Application;
 
+pub use crate::db::{Backend, TestDb};
+
 pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -17,8 +19,8 @@ pub struct TestApp {
     pub issuer: DevIssuer,
     pub google: GoogleStandIn,
     pub http: reqwest::Client,
-    #[allow(dead_code)]
     pub broker: Arc<Broker>,
+    pub db: Arc<TestDb>,
 }
 
 fn loopback() -> TcpListener {
@@ -29,23 +31,57 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts the dev issuer, the Google stand-in and the application configured for them,
-/// after `tweak` has adjusted the settings; returns once the app reports ready.
+/// Starts the dev issuer, the Google stand-in and the application configured for them
+/// (on an embedded SQLite file), after `tweak` has adjusted the settings; returns once the
+/// app reports ready.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let app = start_app(tweak);
+    let app = start_app(Arc::new(TestDb::sqlite()), tweak).await;
     app.wait_ready().await;
     app
 }
 
-/// Like [`spawn_app_with`], without waiting for readiness.
-pub fn start_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+/// Like [`spawn_app_with`] on `backend`; `None` when Postgres is unreachable outside CI.
+pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    let db = Arc::new(TestDb::create(backend).await?);
+    let app = start_app(db, tweak).await;
+    app.wait_ready().await;
+    Some(app)
+}
+
+/// Starts an app on `db` without waiting for readiness.
+pub async fn start_app(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let issuer = DevIssuer::start(loopback()).expect("dev issuer");
     let google = GoogleStandIn::start(loopback()).expect("google stand-in");
+    start_app_with_upstreams(issuer, google, db, tweak).await
+}
+
+/// A further app instance sharing `first`'s database, issuer and Google stand-in.
+pub async fn spawn_replica(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = start_app_with_upstreams(
+        first.issuer.clone(),
+        first.google.clone(),
+        first.db.clone(),
+        tweak,
+    )
+    .await;
+    app.wait_ready().await;
+    app
+}
+
+async fn start_app_with_upstreams(
+    issuer: DevIssuer,
+    google: GoogleStandIn,
+    db: Arc<TestDb>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let listener = loopback();
     let mut settings = devstack::settings(&issuer, &google, listener.local_addr().unwrap());
+    db.configure(&mut settings);
     tweak(&mut settings);
     settings.validate().expect("test settings are valid");
-    let app = Application::build_with_listener(settings, listener).expect("app builds");
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let broker = app.broker();
     tokio::spawn(app.run_until_stopped());
@@ -55,6 +91,7 @@ pub fn start_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         google,
         http: reqwest::Client::new(),
         broker,
+        db,
     }
 }
 

@@ -85,10 +85,11 @@ async fn readiness_reports_loaded_keys() {
 
 #[tokio::test]
 async fn while_the_issuer_is_unreachable_the_service_is_not_ready_and_fails_closed() {
-    let app = start_app(|s| {
+    let app = start_app(std::sync::Arc::new(TestDb::sqlite()), |s| {
         s.issuers[0].discovery_url =
             Some("http://127.0.0.1:9/.well-known/openid-configuration".into());
-    });
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let response = app

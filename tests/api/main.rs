@@ -2,9 +2,12 @@
 //! Google STS stand-in, all over real HTTP.
 
 mod cache;
+mod db;
 mod exchange;
 mod google_auth;
 mod helpers;
 mod keys;
+mod proxy;
+mod records;
 mod validation;
 mod wire;

@@ -1,0 +1,107 @@
+//! Issuance records: every credential handed out and every refusal of a validly signed
+//! token, written durably through a group-commit writer; revocations; retention.
+
+mod revocations;
+mod store;
+mod writer;
+
+pub use revocations::{Revocation, Revocations};
+pub use store::{AdminAction, IssuanceQuery, Store, StoredIssuance};
+pub use writer::{AuditWriter, WriterStats};
+
+use time::OffsetDateTime;
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A credential was handed out.
+    Issued,
+    /// The exchange was refused.
+    Refused,
+}
+
+impl Outcome {
+    /// Name stored in the `outcome` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Issued => "issued",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// One row of the `issuances` table. Holds a fingerprint of the Google token, never the token.
+#[derive(Debug, Clone)]
+pub struct IssuanceRecord {
+    /// When the exchange was decided.
+    pub issued_at: OffsetDateTime,
+    /// Request id (from `X-Request-Id` or generated).
+    pub request_id: String,
+    /// Token issuer.
+    pub issuer: String,
+    /// Token subject: the person (or machine) the credential is for.
+    pub subject: String,
+    /// `azp`/`client_id` of the subject token, or the Basic client id.
+    pub client_id: Option<String>,
+    /// Actor on whose behalf the call was made, if any.
+    pub actor: Option<String>,
+    /// Target name (or the requested audience when it named no target).
+    pub target: String,
+    /// The Google principal the credential acts as.
+    pub google_principal: Option<String>,
+    /// Scopes, space-separated.
+    pub scopes: String,
+    /// `sts`, `cache` or `impersonation`; `None` for refusals.
+    pub source: Option<&'static str>,
+    /// Issued or refused.
+    pub outcome: Outcome,
+    /// RFC 6749 error code of a refusal.
+    pub error_code: Option<String>,
+    /// When the handed-out credential expires.
+    pub expires_at: Option<OffsetDateTime>,
+    /// SHA-256 of the handed-out Google token, hex.
+    pub token_sha256: Option<String>,
+    /// Caller's address.
+    pub client_addr: Option<String>,
+    /// Caller's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Caller's `x-goog-api-client` (which Google library and version).
+    pub api_client: Option<String>,
+}
+
+/// Why a record could not be written; the credential must then not be handed out.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The database refused or could not be reached.
+    #[error("the issuance store is unavailable: {0}")]
+    Store(String),
+    /// The queue stayed full past the enqueue deadline.
+    #[error("the issuance queue is full")]
+    QueueFull,
+    /// The commit did not complete in time.
+    #[error("the issuance record was not committed in time")]
+    CommitTimeout,
+    /// The writer task has stopped.
+    #[error("the issuance writer has stopped")]
+    WriterStopped,
+    /// The request to the store was malformed (bad cursor, bad time).
+    #[error("{0}")]
+    InvalidQuery(String),
+}
+
+impl From<sqlx::Error> for AuditError {
+    fn from(e: sqlx::Error) -> Self {
+        // Connection strings can carry passwords; sqlx errors do not include them.
+        AuditError::Store(e.to_string())
+    }
+}
+
+/// Everything the records need at run time: the store, the writer, the revocation mirror.
+pub struct Audit {
+    /// The database.
+    pub store: Store,
+    /// The group-commit writer.
+    pub writer: AuditWriter,
+    /// Revocations in force.
+    pub revocations: Revocations,
+}

@@ -1,0 +1,503 @@
+//! The issuance store: Postgres in production, an embedded SQLite file by default.
+
+use super::{AuditError, IssuanceRecord, Revocation};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
+    google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
+    client_addr, user_agent, api_client";
+
+/// A database holding issuances, revocations and admin actions.
+#[derive(Clone)]
+pub enum Store {
+    /// PostgreSQL (production).
+    Postgres(PgPool),
+    /// SQLite file (the embedded default).
+    Sqlite(SqlitePool),
+}
+
+/// Filters and page of an issuance listing; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct IssuanceQuery {
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// Not before this time.
+    pub since: Option<OffsetDateTime>,
+    /// Before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Only rows with an id below this (the cursor of the previous page).
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// An issuance as read back from the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredIssuance {
+    /// Row id (also the pagination key).
+    pub id: i64,
+    /// RFC 3339 time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    /// Request id.
+    pub request_id: String,
+    /// Token issuer.
+    pub issuer: String,
+    /// Subject.
+    pub subject: String,
+    /// Client id.
+    pub client_id: Option<String>,
+    /// Actor.
+    pub actor: Option<String>,
+    /// Target.
+    pub target: String,
+    /// Google principal.
+    pub google_principal: Option<String>,
+    /// Scopes, space-separated.
+    pub scopes: String,
+    /// `sts`, `cache`, `impersonation`.
+    pub source: Option<String>,
+    /// `issued` or `refused`.
+    pub outcome: String,
+    /// Error code of a refusal.
+    pub error_code: Option<String>,
+    /// Expiry of the credential.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// SHA-256 of the Google token.
+    pub token_sha256: Option<String>,
+    /// Caller's address.
+    pub client_addr: Option<String>,
+    /// Caller's User-Agent.
+    pub user_agent: Option<String>,
+    /// Caller's x-goog-api-client.
+    pub api_client: Option<String>,
+}
+
+/// Something an administrator did.
+#[derive(Debug, Clone)]
+pub struct AdminAction {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Request id.
+    pub request_id: String,
+    /// The administrator's subject.
+    pub actor: String,
+    /// `list_issuances`, `revoke`, `lift_revocation`.
+    pub action: &'static str,
+    /// Subject acted upon, if any.
+    pub subject: Option<String>,
+    /// Parameters, as JSON text.
+    pub detail: String,
+}
+
+/// SQLite keeps times as fixed-width RFC 3339 text in UTC, so text order is time order.
+fn sqlite_time(t: OffsetDateTime) -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
+fn parse_sqlite_time(text: &str) -> Result<OffsetDateTime, AuditError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| AuditError::Store(format!("bad time {text:?} in the store: {e}")))
+}
+
+impl Store {
+    /// Connects to `database_url` (Postgres) or, when it is `None`, opens (creating) the
+    /// SQLite file at `sqlite_path`.
+    pub async fn connect(
+        database_url: Option<&str>,
+        sqlite_path: &Path,
+        pool_size: u32,
+    ) -> Result<Self, AuditError> {
+        match database_url {
+            Some(url) => {
+                let options = PgConnectOptions::from_str(url).map_err(|_| {
+                    AuditError::Store("DATABASE_URL is not a valid postgres:// URL".into())
+                })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(pool_size)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect_lazy_with(options);
+                Ok(Store::Postgres(pool))
+            }
+            None => {
+                if let Some(dir) = sqlite_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        AuditError::Store(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(sqlite_path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(pool_size.max(1))
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect_with(options)
+                    .await?;
+                Ok(Store::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Engine name, for logs.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the migrations of this engine.
+    pub async fn migrate(&self) -> Result<(), AuditError> {
+        let result = match self {
+            Store::Postgres(pool) => PG_MIGRATIONS.run(pool).await,
+            Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        };
+        result.map_err(|e| AuditError::Store(format!("migration failed: {e}")))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        let result = match self {
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+        };
+        result.is_ok()
+    }
+
+    /// Writes `rows` in one statement.
+    pub async fn insert_issuances(&self, rows: &[IssuanceRecord]) -> Result<(), AuditError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Postgres(pool) => insert_postgres(pool, rows).await,
+            Store::Sqlite(pool) => insert_sqlite(pool, rows).await,
+        }
+    }
+
+    /// Issuances matching `q`, newest first.
+    pub async fn list_issuances(
+        &self,
+        q: &IssuanceQuery,
+    ) -> Result<Vec<StoredIssuance>, AuditError> {
+        match self {
+            Store::Postgres(pool) => {
+                let mut b = QueryBuilder::<Postgres>::new(format!(
+                    "SELECT id, {COLUMNS} FROM issuances WHERE TRUE"
+                ));
+                if let Some(s) = &q.subject {
+                    b.push(" AND subject = ").push_bind(s.clone());
+                }
+                if let Some(t) = &q.target {
+                    b.push(" AND target = ").push_bind(t.clone());
+                }
+                if let Some(t) = q.since {
+                    b.push(" AND issued_at >= ").push_bind(t);
+                }
+                if let Some(t) = q.until {
+                    b.push(" AND issued_at < ").push_bind(t);
+                }
+                if let Some(id) = q.before_id {
+                    b.push(" AND id < ").push_bind(id);
+                }
+                b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+                let rows = b.build().fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| read_row(r, |r, c| Ok(r.try_get(c)?)))
+                    .collect()
+            }
+            Store::Sqlite(pool) => {
+                let mut b = QueryBuilder::<Sqlite>::new(format!(
+                    "SELECT id, {COLUMNS} FROM issuances WHERE 1"
+                ));
+                if let Some(s) = &q.subject {
+                    b.push(" AND subject = ").push_bind(s.clone());
+                }
+                if let Some(t) = &q.target {
+                    b.push(" AND target = ").push_bind(t.clone());
+                }
+                if let Some(t) = q.since {
+                    b.push(" AND issued_at >= ").push_bind(sqlite_time(t));
+                }
+                if let Some(t) = q.until {
+                    b.push(" AND issued_at < ").push_bind(sqlite_time(t));
+                }
+                if let Some(id) = q.before_id {
+                    b.push(" AND id < ").push_bind(id);
+                }
+                b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+                let rows = b.build().fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        read_row(r, |r, c| {
+                            let text: Option<String> = r.try_get(c)?;
+                            text.map(|t| parse_sqlite_time(&t)).transpose()
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Creates or replaces the revocation of `r.subject`.
+    pub async fn upsert_revocation(&self, r: &Revocation) -> Result<(), AuditError> {
+        const SQL: &str = "INSERT INTO revocations (subject, revoked_until, reason, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (subject) DO UPDATE SET revoked_until = excluded.revoked_until, \
+             reason = excluded.reason, created_at = excluded.created_at, created_by = excluded.created_by";
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query(SQL)
+                    .bind(&r.subject)
+                    .bind(r.until)
+                    .bind(&r.reason)
+                    .bind(r.created_at)
+                    .bind(&r.created_by)
+                    .execute(pool)
+                    .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(SQL)
+                    .bind(&r.subject)
+                    .bind(sqlite_time(r.until))
+                    .bind(&r.reason)
+                    .bind(sqlite_time(r.created_at))
+                    .bind(&r.created_by)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lifts the revocation of `subject`; false when there was none.
+    pub async fn delete_revocation(&self, subject: &str) -> Result<bool, AuditError> {
+        const SQL: &str = "DELETE FROM revocations WHERE subject = $1";
+        let affected = match self {
+            Store::Postgres(pool) => sqlx::query(SQL)
+                .bind(subject)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(SQL)
+                .bind(subject)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(affected > 0)
+    }
+
+    /// Revocations still in force at `now`.
+    pub async fn active_revocations(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Revocation>, AuditError> {
+        const SQL: &str = "SELECT subject, revoked_until, reason, created_at, created_by \
+             FROM revocations WHERE revoked_until > $1";
+        match self {
+            Store::Postgres(pool) => {
+                let rows = sqlx::query(SQL).bind(now).fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Revocation {
+                            subject: r.try_get("subject")?,
+                            until: r.try_get("revoked_until")?,
+                            reason: r.try_get("reason")?,
+                            created_at: r.try_get("created_at")?,
+                            created_by: r.try_get("created_by")?,
+                        })
+                    })
+                    .collect()
+            }
+            Store::Sqlite(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(sqlite_time(now))
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Revocation {
+                            subject: r.try_get("subject")?,
+                            until: parse_sqlite_time(&r.try_get::<String, _>("revoked_until")?)?,
+                            reason: r.try_get("reason")?,
+                            created_at: parse_sqlite_time(&r.try_get::<String, _>("created_at")?)?,
+                            created_by: r.try_get("created_by")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Records what an administrator did.
+    pub async fn record_admin_action(&self, a: &AdminAction) -> Result<(), AuditError> {
+        const SQL: &str =
+            "INSERT INTO admin_actions (at, request_id, actor, action, subject, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query(SQL)
+                    .bind(a.at)
+                    .bind(&a.request_id)
+                    .bind(&a.actor)
+                    .bind(a.action)
+                    .bind(&a.subject)
+                    .bind(&a.detail)
+                    .execute(pool)
+                    .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(SQL)
+                    .bind(sqlite_time(a.at))
+                    .bind(&a.request_id)
+                    .bind(&a.actor)
+                    .bind(a.action)
+                    .bind(&a.subject)
+                    .bind(&a.detail)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes at most `batch` issuances older than `cutoff`; returns how many went.
+    pub async fn purge_issuances_before(
+        &self,
+        cutoff: OffsetDateTime,
+        batch: i64,
+    ) -> Result<u64, AuditError> {
+        const SQL: &str = "DELETE FROM issuances WHERE id IN \
+             (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
+        let affected = match self {
+            Store::Postgres(pool) => sqlx::query(SQL)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(SQL)
+                .bind(sqlite_time(cutoff))
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(affected)
+    }
+}
+
+/// One multi-row insert: arrays unnested server-side.
+async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), AuditError> {
+    let col = |f: fn(&IssuanceRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let sql = format!(
+        "INSERT INTO issuances ({COLUMNS}) SELECT * FROM UNNEST(\
+         $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+         $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[])"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
+        .bind(col(|r| Some(r.request_id.clone())))
+        .bind(col(|r| Some(r.issuer.clone())))
+        .bind(col(|r| Some(r.subject.clone())))
+        .bind(col(|r| r.client_id.clone()))
+        .bind(col(|r| r.actor.clone()))
+        .bind(col(|r| Some(r.target.clone())))
+        .bind(col(|r| r.google_principal.clone()))
+        .bind(col(|r| Some(r.scopes.clone())))
+        .bind(col(|r| r.source.map(str::to_owned)))
+        .bind(col(|r| Some(r.outcome.as_str().to_owned())))
+        .bind(col(|r| r.error_code.clone()))
+        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+        .bind(col(|r| r.token_sha256.clone()))
+        .bind(col(|r| r.client_addr.clone()))
+        .bind(col(|r| r.user_agent.clone()))
+        .bind(col(|r| r.api_client.clone()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One multi-row `INSERT … VALUES (…), (…)` (SQLite has no arrays).
+async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(), AuditError> {
+    let mut b = QueryBuilder::<Sqlite>::new(format!("INSERT INTO issuances ({COLUMNS}) "));
+    b.push_values(rows, |mut v, r| {
+        v.push_bind(sqlite_time(r.issued_at))
+            .push_bind(r.request_id.clone())
+            .push_bind(r.issuer.clone())
+            .push_bind(r.subject.clone())
+            .push_bind(r.client_id.clone())
+            .push_bind(r.actor.clone())
+            .push_bind(r.target.clone())
+            .push_bind(r.google_principal.clone())
+            .push_bind(r.scopes.clone())
+            .push_bind(r.source)
+            .push_bind(r.outcome.as_str())
+            .push_bind(r.error_code.clone())
+            .push_bind(r.expires_at.map(sqlite_time))
+            .push_bind(r.token_sha256.clone())
+            .push_bind(r.client_addr.clone())
+            .push_bind(r.user_agent.clone())
+            .push_bind(r.api_client.clone());
+    });
+    b.build().execute(pool).await?;
+    Ok(())
+}
+
+/// Reads one issuance row; `time_col` reads a nullable time column in the engine's form.
+fn read_row<R: Row>(
+    r: &R,
+    time_col: impl Fn(&R, &str) -> Result<Option<OffsetDateTime>, AuditError>,
+) -> Result<StoredIssuance, AuditError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredIssuance {
+        id: r.try_get("id")?,
+        issued_at: time_col(r, "issued_at")?
+            .ok_or_else(|| AuditError::Store("issuance without a time".into()))?,
+        request_id: r.try_get("request_id")?,
+        issuer: r.try_get("issuer")?,
+        subject: r.try_get("subject")?,
+        client_id: r.try_get("client_id")?,
+        actor: r.try_get("actor")?,
+        target: r.try_get("target")?,
+        google_principal: r.try_get("google_principal")?,
+        scopes: r.try_get("scopes")?,
+        source: r.try_get("source")?,
+        outcome: r.try_get("outcome")?,
+        error_code: r.try_get("error_code")?,
+        expires_at: time_col(r, "expires_at")?,
+        token_sha256: r.try_get("token_sha256")?,
+        client_addr: r.try_get("client_addr")?,
+        user_agent: r.try_get("user_agent")?,
+        api_client: r.try_get("api_client")?,
+    })
+}

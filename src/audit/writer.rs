@@ -1,0 +1,122 @@
+//! Group commit: requests enqueue their record on a bounded queue and wait; one task writes
+//! everything queued in one statement and wakes them all with the result.
+
+use super::{AuditError, IssuanceRecord, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+struct Pending {
+    record: IssuanceRecord,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// Counters of the writer, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    batches: AtomicU64,
+    rows: AtomicU64,
+    failed_rows: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+impl WriterStats {
+    /// Statements written.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+    /// Rows committed.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+    /// Rows whose write failed.
+    pub fn failed_rows(&self) -> u64 {
+        self.failed_rows.load(Ordering::Relaxed)
+    }
+    /// Largest batch so far.
+    pub fn largest_batch(&self) -> u64 {
+        self.largest_batch.load(Ordering::Relaxed)
+    }
+}
+
+/// Handle for enqueueing records.
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Pending>,
+    stats: Arc<WriterStats>,
+    enqueue_timeout: Duration,
+    commit_timeout: Duration,
+}
+
+impl AuditWriter {
+    /// Starts the writer task on `store`.
+    pub fn start(
+        store: Store,
+        capacity: usize,
+        max_batch: usize,
+        enqueue_timeout: Duration,
+        commit_timeout: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(capacity);
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run(store, rx, max_batch, stats.clone()));
+        Self {
+            tx,
+            stats,
+            enqueue_timeout,
+            commit_timeout,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Records an issuance and returns once it is committed.
+    pub async fn record(&self, record: IssuanceRecord) -> Result<(), AuditError> {
+        let (done, committed) = oneshot::channel();
+        self.tx
+            .send_timeout(Pending { record, done }, self.enqueue_timeout)
+            .await
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => AuditError::QueueFull,
+                mpsc::error::SendTimeoutError::Closed(_) => AuditError::WriterStopped,
+            })?;
+        match tokio::time::timeout(self.commit_timeout, committed).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(AuditError::WriterStopped),
+            Err(_) => Err(AuditError::CommitTimeout),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Pending>,
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let (records, waiting): (Vec<IssuanceRecord>, Vec<_>) =
+            batch.drain(..).map(|p| (p.record, p.done)).unzip();
+        let result = store.insert_issuances(&records).await;
+        let n = records.len() as u64;
+        match &result {
+            Ok(()) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.rows.fetch_add(n, Ordering::Relaxed);
+                stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(rows = n, error = %e, "issuance batch not written; callers get 503");
+            }
+        }
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Admin API: issuance listing and revocations, for holders of the admin permission.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation};
+use crate::identity::Identity;
+use crate::telemetry::RequestId;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+const REALM: &str = "sts-bridge-admin";
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// The administrator making the call, once the token and permission are checked.
+async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiError> {
+    let permission = &state.admin_permission;
+    let raw = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| {
+            ApiError::bearer(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                format!(
+                    "send an access token carrying the {permission} permission as a Bearer token"
+                ),
+                format!(r#"Bearer realm="{REALM}""#),
+            )
+        })?;
+    let identity = state.broker.validator().validate(raw).await.map_err(|e| {
+        ApiError::bearer(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            e.to_string(),
+            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+        )
+    })?;
+    if !identity.permissions.contains(permission) && !identity.scopes.contains(permission) {
+        return Err(ApiError::bearer(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("the token lacks the {permission} permission"),
+            format!(r#"Bearer realm="{REALM}", error="insufficient_scope", scope="{permission}""#),
+        ));
+    }
+    Ok(identity)
+}
+
+fn store_error(e: AuditError, retry_after: u64) -> ApiError {
+    match e {
+        AuditError::InvalidQuery(text) => ApiError::invalid_request(text),
+        other => ApiError::unavailable(
+            format!("{other}; try again in {retry_after} s"),
+            retry_after,
+        ),
+    }
+}
+
+async fn record(
+    state: &AppState,
+    req: &HttpRequest,
+    admin: &Identity,
+    action: &'static str,
+    subject: Option<String>,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    state
+        .broker
+        .audit()
+        .store
+        .record_admin_action(&AdminAction {
+            at: OffsetDateTime::now_utc(),
+            request_id,
+            actor: admin.subject.clone(),
+            action,
+            subject,
+            detail: detail.to_string(),
+        })
+        .await
+        .map_err(|e| store_error(e, state.retry_after_secs))
+}
+
+fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        ApiError::invalid_request(format!(
+            "{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z"
+        ))
+    })
+}
+
+fn parse_query(query: &str) -> Result<IssuanceQuery, ApiError> {
+    let mut q = IssuanceQuery {
+        limit: DEFAULT_LIMIT,
+        ..Default::default()
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match name.as_ref() {
+            "subject" => q.subject = Some(value),
+            "target" => q.target = Some(value),
+            "since" => q.since = Some(parse_time("since", &value)?),
+            "until" => q.until = Some(parse_time("until", &value)?),
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::invalid_request(format!(
+                            "limit must be between 1 and {MAX_LIMIT}"
+                        ))
+                    })?;
+            }
+            "cursor" => q.before_id = Some(decode_cursor(&value)?),
+            other => {
+                return Err(ApiError::invalid_request(format!(
+                    "unknown parameter {}; use subject, target, since, until, limit, cursor",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn encode_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("before:{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("before:").and_then(|id| id.parse().ok()))
+        .ok_or_else(|| ApiError::invalid_request("cursor is not one this server returned"))
+}
+
+/// `GET /admin/v1/issuances`: newest first, cursor-paginated.
+pub async fn list_issuances(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authorize(&req, &state).await?;
+    let query = parse_query(req.query_string())?;
+    record(
+        &state,
+        &req,
+        &admin,
+        "list_issuances",
+        query.subject.clone(),
+        json!({ "query": req.query_string() }),
+    )
+    .await?;
+    let items = state
+        .broker
+        .audit()
+        .store
+        .list_issuances(&query)
+        .await
+        .map_err(|e| store_error(e, state.retry_after_secs))?;
+    let next_cursor = (items.len() as i64 == query.limit)
+        .then(|| items.last().map(|i| encode_cursor(i.id)))
+        .flatten();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    subject: String,
+    until: String,
+    reason: String,
+}
+
+/// `POST /admin/v1/revocations`: refuse a subject until a time and purge its credentials.
+pub async fn revoke(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authorize(&req, &state).await?;
+    let body: RevokeBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::invalid_request(
+            r#"send JSON {"subject": "...", "until": "RFC 3339 time", "reason": "..."}"#,
+        )
+    })?;
+    let until = parse_time("until", &body.until)?;
+    let now = OffsetDateTime::now_utc();
+    if until <= now || until > now + time::Duration::days(36_525) {
+        return Err(ApiError::invalid_request(
+            "until must be in the future and within a hundred years",
+        ));
+    }
+    if body.subject.is_empty()
+        || body.subject.len() > 255
+        || body.reason.is_empty()
+        || body.reason.len() > 500
+    {
+        return Err(ApiError::invalid_request(
+            "subject must be 1-255 characters and reason 1-500",
+        ));
+    }
+    let revocation = Revocation {
+        subject: body.subject,
+        until,
+        reason: body.reason,
+        created_at: now,
+        created_by: admin.subject.clone(),
+    };
+    let audit = state.broker.audit();
+    audit
+        .store
+        .upsert_revocation(&revocation)
+        .await
+        .map_err(|e| store_error(e, state.retry_after_secs))?;
+    record(
+        &state,
+        &req,
+        &admin,
+        "revoke",
+        Some(revocation.subject.clone()),
+        json!({ "until": body.until, "reason": revocation.reason }),
+    )
+    .await?;
+    audit.revocations.insert(revocation.clone());
+    state.broker.purge_subject(&revocation.subject);
+    Ok(HttpResponse::Created().json(json!({
+        "subject": revocation.subject,
+        "until": body.until,
+        "reason": revocation.reason,
+        "created_by": revocation.created_by,
+    })))
+}
+
+/// `DELETE /admin/v1/revocations/{subject}`: lift a revocation.
+pub async fn lift(
+    req: HttpRequest,
+    subject: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authorize(&req, &state).await?;
+    let subject = subject.into_inner();
+    let audit = state.broker.audit();
+    let existed = audit
+        .store
+        .delete_revocation(&subject)
+        .await
+        .map_err(|e| store_error(e, state.retry_after_secs))?;
+    if !existed {
+        return Err(ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "subject {} is not revoked",
+                subject.chars().take(255).collect::<String>()
+            ),
+        ));
+    }
+    record(
+        &state,
+        &req,
+        &admin,
+        "lift_revocation",
+        Some(subject.clone()),
+        json!({}),
+    )
+    .await?;
+    audit.revocations.remove(&subject);
+    Ok(HttpResponse::NoContent().finish())
+}
