@@ -7,6 +7,7 @@ pub mod config;
 pub mod devstack;
 pub mod google;
 pub mod identity;
+pub mod metrics;
 pub mod routes;
 pub mod secret;
 pub mod startup;

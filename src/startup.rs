@@ -5,6 +5,7 @@ use crate::broker::Broker;
 use crate::config::{AuditSettings, Settings};
 use crate::google::StsClient;
 use crate::identity::{KeySet, Validator};
+use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
 use crate::telemetry;
 use actix_web::dev::Server;
@@ -65,6 +66,7 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sts-bridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let metrics = Arc::new(Metrics::new());
         let key_sets = settings
             .issuers
             .iter()
@@ -74,6 +76,7 @@ impl Application {
                     i.discovery_url.clone(),
                     http.clone(),
                     i.jwks_min_refetch(),
+                    metrics.clone(),
                 );
                 (i.clone(), Arc::new(keys))
             })
@@ -81,9 +84,10 @@ impl Application {
         for (_, keys) in &key_sets {
             spawn_initial_key_load(keys.clone());
         }
-        let audit = Arc::new(open_audit(&settings.audit).await?);
-        let sts = StsClient::new(http, settings.google.sts_url.clone());
-        let broker = Arc::new(Broker::new(&settings, Validator::new(key_sets), sts, audit));
+        let audit = Arc::new(open_audit(&settings.audit, metrics.clone()).await?);
+        let sts = StsClient::new(http, settings.google.sts_url.clone(), metrics.clone());
+        let validator = Validator::new(key_sets);
+        let broker = Arc::new(Broker::new(&settings, validator, sts, audit, metrics));
         spawn_revocation_poller(
             broker.clone(),
             Duration::from_secs(settings.audit.revocation_poll_secs),
@@ -102,7 +106,8 @@ impl Application {
                 .app_data(state.clone())
                 .route("/v1/token", web::post().to(routes::token))
                 .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz));
+                .route("/readyz", web::get().to(routes::readyz))
+                .route("/metrics", web::get().to(routes::metrics));
             if admin_enabled {
                 app.route("/admin/v1/issuances", web::get().to(routes::list_issuances))
                     .route("/admin/v1/revocations", web::post().to(routes::revoke))
@@ -145,7 +150,7 @@ impl Application {
 }
 
 /// Opens the store, applies migrations, loads revocations and starts the writer.
-async fn open_audit(settings: &AuditSettings) -> Result<Audit, AuditError> {
+async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
     let store = Store::connect(
         settings.database_url.as_deref(),
         &settings.sqlite_path,
@@ -158,6 +163,7 @@ async fn open_audit(settings: &AuditSettings) -> Result<Audit, AuditError> {
     tracing::info!(engine = store.engine(), "issuance store ready");
     let writer = AuditWriter::start(
         store.clone(),
+        metrics,
         settings.queue_capacity,
         settings.max_batch,
         Duration::from_millis(settings.enqueue_timeout_ms),

@@ -10,13 +10,21 @@ use tracing_subscriber::EnvFilter;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Installs the global subscriber: JSON lines, or human-readable text for development.
-/// A second call is a no-op, so tests may call it freely.
+/// Installs the global subscriber on stderr: JSON lines, or human-readable text for
+/// development. A second call is a no-op.
 pub fn init(format: &str, filter: &str) {
+    init_with_writer(format, filter, std::io::stderr);
+}
+
+/// Like [`init`], writing to `writer` (tests capture the log this way).
+pub fn init_with_writer<W>(format: &str, filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if format == "json" {
         builder
             .json()

@@ -2,9 +2,10 @@
 //! everything queued in one statement and wakes them all with the result.
 
 use super::{AuditError, IssuanceRecord, Store};
+use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 struct Pending {
@@ -53,6 +54,7 @@ impl AuditWriter {
     /// Starts the writer task on `store`.
     pub fn start(
         store: Store,
+        metrics: Arc<Metrics>,
         capacity: usize,
         max_batch: usize,
         enqueue_timeout: Duration,
@@ -60,13 +62,18 @@ impl AuditWriter {
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(store, rx, max_batch, stats.clone()));
+        tokio::spawn(run(store, rx, max_batch, stats.clone(), metrics));
         Self {
             tx,
             stats,
             enqueue_timeout,
             commit_timeout,
         }
+    }
+
+    /// Records waiting to be written.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Counters.
@@ -97,12 +104,15 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     max_batch: usize,
     stats: Arc<WriterStats>,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (records, waiting): (Vec<IssuanceRecord>, Vec<_>) =
             batch.drain(..).map(|p| (p.record, p.done)).unzip();
+        let started = Instant::now();
         let result = store.insert_issuances(&records).await;
+        metrics.audit_batch(records.len(), result.is_ok(), started.elapsed());
         let n = records.len() as u64;
         match &result {
             Ok(()) => {

@@ -10,6 +10,7 @@ use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
 use crate::config::Settings;
 use crate::google::{GoogleError, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
+use crate::metrics::Metrics;
 use crate::secret::Token;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub struct Issued {
     pub scopes: Vec<String>,
     /// Google principal the credential acts as.
     pub google_principal: Option<String>,
+    /// Client that asked: the Basic client id, else the token's `azp`/`client_id`.
+    pub client_id: Option<String>,
 }
 
 /// Why an exchange was refused.
@@ -160,6 +163,7 @@ pub struct Broker {
     cache: CredentialCache,
     refresh_margin: Duration,
     audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -169,6 +173,7 @@ impl Broker {
         validator: Validator,
         sts: StsClient,
         audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             validator,
@@ -180,6 +185,7 @@ impl Broker {
             ),
             refresh_margin: Duration::from_secs(settings.cache.refresh_margin_secs),
             audit,
+            metrics,
         }
     }
 
@@ -204,8 +210,19 @@ impl Broker {
         &self.validator
     }
 
-    /// Number of cached credentials.
-    pub fn cached_entries(&self) -> u64 {
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The target name `audience` selects, if any (a bounded metrics label).
+    pub fn target_name(&self, audience: &str) -> Option<Arc<str>> {
+        self.targets.resolve(audience).ok().map(|t| t.name.clone())
+    }
+
+    /// Number of cached credentials (after applying pending evictions and inserts).
+    pub async fn cached_entries(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 
@@ -213,7 +230,11 @@ impl Broker {
     /// Every outcome after a valid signature is recorded before the caller sees it; a
     /// credential whose record cannot be committed is not handed out.
     pub async fn exchange(&self, req: ExchangeRequest) -> Result<Issued, BrokerError> {
-        let identity = self.validator.validate(req.subject_token.expose()).await?;
+        let identity = self
+            .validator
+            .validate(req.subject_token.expose())
+            .await
+            .inspect_err(|e| self.metrics.token_rejected(e.reason()))?;
         let decided = self.decide(&identity, &req).await;
         let record = self.record_for(&identity, &req, &decided);
         self.audit.writer.record(record).await?;
@@ -222,10 +243,11 @@ impl Broker {
             expires_in: d.expires_in,
             scope: d.scope,
             source: d.source,
-            identity,
             target: d.target,
             scopes: d.scopes,
             google_principal: d.google_principal,
+            client_id: req.context.client_id.clone().or(identity.client_id.clone()),
+            identity,
         })
     }
 
@@ -248,14 +270,24 @@ impl Broker {
         let key = CacheKey::new(identity, target.name.clone(), scopes.clone(), user_project);
 
         let mut fetched = false;
-        let entry = self
-            .cache
-            .try_get_with(key.clone(), async {
-                fetched = true;
-                self.fetch(&target, &key, &req.subject_token).await
-            })
-            .await
-            .map_err(|e| BrokerError::Google((*e).clone()))?;
+        let cached = self.cache.get(&key).await;
+        let hit = cached.is_some();
+        let entry = match cached {
+            Some(entry) => entry,
+            None => self
+                .cache
+                .try_get_with(key.clone(), async {
+                    fetched = true;
+                    self.fetch(&target, &key, &req.subject_token).await
+                })
+                .await
+                .map_err(|e| BrokerError::Google((*e).clone()))?,
+        };
+        self.metrics.cache_lookup(match (hit, fetched) {
+            (true, _) => "hit",
+            (false, true) => "miss",
+            (false, false) => "coalesced",
+        });
 
         if !fetched && entry.remaining() < self.refresh_margin && entry.claim_refresh() {
             self.refresh_in_background(
@@ -342,8 +374,11 @@ impl Broker {
     ) {
         let sts = self.sts.clone();
         let cache = self.cache.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            match fetch(&sts, &target, &key, &subject_token).await {
+            let result = fetch(&sts, &target, &key, &subject_token).await;
+            metrics.cache_refresh(if result.is_ok() { "ok" } else { "error" });
+            match result {
                 Ok(fresh) => cache.insert(key, fresh).await,
                 Err(e) => {
                     tracing::warn!(target = %target.name, error = %e, "background refresh failed; serving the cached credential");

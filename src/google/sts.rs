@@ -1,9 +1,11 @@
 //! Google STS client: RFC 8693 token exchange against a workforce pool provider.
 
 use super::GoogleError;
+use crate::metrics::{transport_error, Metrics};
 use crate::secret::Token;
 use serde::Deserialize;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -53,12 +55,13 @@ struct Failure {
 pub struct StsClient {
     http: reqwest::Client,
     url: String,
+    metrics: Arc<Metrics>,
 }
 
 impl StsClient {
     /// A client posting to `url` through `http` (which carries the timeouts).
-    pub fn new(http: reqwest::Client, url: String) -> Self {
-        Self { http, url }
+    pub fn new(http: reqwest::Client, url: String, metrics: Arc<Metrics>) -> Self {
+        Self { http, url, metrics }
     }
 
     /// Exchanges the subject token for a federated Google access token.
@@ -78,13 +81,15 @@ impl StsClient {
         if let Some(options) = &options {
             form.push(("options", options));
         }
-        let response = self
-            .http
-            .post(&self.url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| GoogleError::Unavailable(describe_transport(&e)))?;
+        let started = Instant::now();
+        let sent = self.http.post(&self.url).form(&form).send().await;
+        let code = match &sent {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => transport_error(e).to_owned(),
+        };
+        self.metrics
+            .upstream("google_sts", &code, started.elapsed());
+        let response = sent.map_err(|e| GoogleError::Unavailable(describe_transport(&e)))?;
         let status = response.status();
         let body = read_bounded(response).await?;
         if status.is_success() {
@@ -145,11 +150,9 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Google
 }
 
 fn describe_transport(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "connection failed".into()
-    } else {
-        "request failed".into()
+    match transport_error(e) {
+        "timeout" => "timed out".into(),
+        "connect" => "connection failed".into(),
+        _ => "request failed".into(),
     }
 }

@@ -9,6 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+use crate::metrics::Metrics;
+
 /// A public key from the issuer's JWKS, ready for verification.
 #[derive(Clone)]
 pub struct VerifyingKey {
@@ -52,6 +54,7 @@ pub struct KeySet {
     discovery_url: String,
     http: reqwest::Client,
     min_refetch: Duration,
+    metrics: Arc<Metrics>,
     loaded: RwLock<Loaded>,
     /// Time of the last fetch attempt; the mutex also makes concurrent refetches wait for one.
     last_attempt: Mutex<Option<Instant>>,
@@ -67,6 +70,7 @@ impl KeySet {
         discovery_url: Option<String>,
         http: reqwest::Client,
         min_refetch: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let discovery_url = discovery_url.unwrap_or_else(|| {
             format!(
@@ -79,6 +83,7 @@ impl KeySet {
             discovery_url,
             http,
             min_refetch,
+            metrics,
             loaded: RwLock::new(Loaded::default()),
             last_attempt: Mutex::new(None),
         }
@@ -136,17 +141,23 @@ impl KeySet {
     }
 
     async fn fetch(&self) -> Result<usize, FetchError> {
+        let result = self.fetch_keys().await;
+        self.metrics
+            .jwks_refresh(&self.issuer, result.is_ok(), self.key_count());
+        result
+    }
+
+    async fn fetch_keys(&self) -> Result<usize, FetchError> {
         let jwks_uri = match self.cached_jwks_uri() {
             Some(uri) => uri,
             None => self.discover().await?,
         };
-        let bytes =
-            get_bounded(&self.http, &jwks_uri)
-                .await
-                .map_err(|reason| FetchError::Jwks {
-                    url: jwks_uri.clone(),
-                    reason,
-                })?;
+        let bytes = get_bounded(&self.http, &jwks_uri, "jwks", &self.metrics)
+            .await
+            .map_err(|reason| FetchError::Jwks {
+                url: jwks_uri.clone(),
+                reason,
+            })?;
         let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| FetchError::Jwks {
             url: jwks_uri.clone(),
             reason: format!("not a JWK set: {e}"),
@@ -176,7 +187,7 @@ impl KeySet {
             url: self.discovery_url.clone(),
             reason,
         };
-        let bytes = get_bounded(&self.http, &self.discovery_url)
+        let bytes = get_bounded(&self.http, &self.discovery_url, "discovery", &self.metrics)
             .await
             .map_err(fail)?;
         let metadata: CoreProviderMetadata = serde_json::from_slice(&bytes)
@@ -223,8 +234,20 @@ fn usable_keys(set: &JwkSet) -> HashMap<String, VerifyingKey> {
     keys
 }
 
-async fn get_bounded(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut response = http.get(url).send().await.map_err(|e| e.to_string())?;
+async fn get_bounded(
+    http: &reqwest::Client,
+    url: &str,
+    upstream: &str,
+    metrics: &Metrics,
+) -> Result<Vec<u8>, String> {
+    let started = Instant::now();
+    let sent = http.get(url).send().await;
+    let code = match &sent {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) => crate::metrics::transport_error(e).to_owned(),
+    };
+    metrics.upstream(upstream, &code, started.elapsed());
+    let mut response = sent.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }

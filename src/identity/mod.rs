@@ -34,10 +34,22 @@ pub enum IdentityError {
     /// The token is not a well-formed JWT.
     #[error("subject token is malformed: {0}")]
     Malformed(String),
-    /// The token is valid in form but must not be accepted.
-    #[error("{0}")]
-    Rejected(String),
+    /// The token is valid in form but must not be accepted; the first field is a short
+    /// reason for metrics (`expired`, `audience`, `signature`, ...).
+    #[error("{1}")]
+    Rejected(&'static str, String),
     /// The issuer's keys are not available yet.
     #[error("signing keys of issuer {0} are not available yet; try again shortly")]
     KeysUnavailable(String),
+}
+
+impl IdentityError {
+    /// A bounded reason, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::Malformed(_) => "malformed",
+            IdentityError::Rejected(reason, _) => reason,
+            IdentityError::KeysUnavailable(_) => "keys_unavailable",
+        }
+    }
 }

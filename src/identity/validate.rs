@@ -97,6 +97,7 @@ impl Validator {
             .to_owned();
         if header_json.get("crit").is_some() {
             return Err(IdentityError::Rejected(
+                "header",
                 "token header lists critical extensions (`crit`), which are not supported".into(),
             ));
         }
@@ -108,16 +109,21 @@ impl Validator {
             .copied()
             .find(|a| format!("{a:?}") == alg_name)
             .ok_or_else(|| {
-                IdentityError::Rejected(format!(
-                    "signing algorithm {} is not accepted; accepted: {}",
-                    printable(&alg_name),
-                    issuer.settings.algorithms.join(", ")
-                ))
+                IdentityError::Rejected(
+                    "algorithm",
+                    format!(
+                        "signing algorithm {} is not accepted; accepted: {}",
+                        printable(&alg_name),
+                        issuer.settings.algorithms.join(", ")
+                    ),
+                )
             })?;
         let kid = header_json
             .get("kid")
             .and_then(Value::as_str)
-            .ok_or_else(|| IdentityError::Rejected("token header has no key id (`kid`)".into()))?;
+            .ok_or_else(|| {
+                IdentityError::Rejected("key", "token header has no key id (`kid`)".into())
+            })?;
         let key = match issuer.keys.key(kid).await {
             Some(key) => key,
             None if !issuer.keys.is_loaded() => {
@@ -126,18 +132,21 @@ impl Validator {
                 ))
             }
             None => {
-                return Err(IdentityError::Rejected(format!(
-                    "token is signed with key id {}, which issuer {} does not publish",
-                    printable(kid),
-                    issuer.settings.issuer
-                )))
+                return Err(IdentityError::Rejected(
+                    "key",
+                    format!(
+                        "token is signed with key id {}, which issuer {} does not publish",
+                        printable(kid),
+                        issuer.settings.issuer
+                    ),
+                ))
             }
         };
         if key.family != alg.family() {
-            return Err(IdentityError::Rejected(format!(
-                "key {} cannot verify {alg_name} signatures",
-                printable(kid)
-            )));
+            return Err(IdentityError::Rejected(
+                "algorithm",
+                format!("key {} cannot verify {alg_name} signatures", printable(kid)),
+            ));
         }
         let mut validation = Validation::new(alg);
         validation.leeway = issuer.settings.leeway_secs;
@@ -157,6 +166,7 @@ impl Validator {
             Some(_) => return Err(IdentityError::Malformed("`iss` is not a string".into())),
             None => {
                 return Err(IdentityError::Rejected(
+                    "issuer",
                     "token has no issuer (`iss`)".into(),
                 ))
             }
@@ -170,11 +180,14 @@ impl Validator {
                     .iter()
                     .map(|i| i.settings.issuer.as_str())
                     .collect();
-                IdentityError::Rejected(format!(
-                    "token issuer {} is not trusted; expected {}",
-                    printable(&iss),
-                    expected.join(" or ")
-                ))
+                IdentityError::Rejected(
+                    "issuer",
+                    format!(
+                        "token issuer {} is not trusted; expected {}",
+                        printable(&iss),
+                        expected.join(" or ")
+                    ),
+                )
             })
     }
 }
@@ -217,21 +230,30 @@ fn check_typ(header: &Map<String, Value>) -> Result<(), IdentityError> {
         {
             Ok(())
         }
-        Some(t) => Err(IdentityError::Rejected(format!(
-            "token type {} is not an access token (expected JWT or at+jwt)",
-            printable(&t.to_string())
-        ))),
+        Some(t) => Err(IdentityError::Rejected(
+            "token_type",
+            format!(
+                "token type {} is not an access token (expected JWT or at+jwt)",
+                printable(&t.to_string())
+            ),
+        )),
     }
 }
 
 fn describe_decode_error(e: jsonwebtoken::errors::Error) -> IdentityError {
-    let text = match e.kind() {
-        ErrorKind::ExpiredSignature => "subject token has expired; get a new one from the issuer",
-        ErrorKind::ImmatureSignature => "subject token is not valid yet (`nbf` is in the future)",
-        ErrorKind::InvalidSignature => "token signature does not verify",
-        ErrorKind::InvalidAlgorithm => "token algorithm does not match its key",
+    let (reason, text) = match e.kind() {
+        ErrorKind::ExpiredSignature => (
+            "expired",
+            "subject token has expired; get a new one from the issuer",
+        ),
+        ErrorKind::ImmatureSignature => (
+            "not_yet_valid",
+            "subject token is not valid yet (`nbf` is in the future)",
+        ),
+        ErrorKind::InvalidSignature => ("signature", "token signature does not verify"),
+        ErrorKind::InvalidAlgorithm => ("algorithm", "token algorithm does not match its key"),
         ErrorKind::MissingRequiredClaim(claim) => {
-            return IdentityError::Rejected(format!("token has no `{claim}` claim"));
+            return IdentityError::Rejected("claims", format!("token has no `{claim}` claim"));
         }
         ErrorKind::InvalidClaimFormat(claim) => {
             return IdentityError::Malformed(format!("claim `{claim}` has the wrong type"));
@@ -241,7 +263,7 @@ fn describe_decode_error(e: jsonwebtoken::errors::Error) -> IdentityError {
         }
         _ => return IdentityError::Malformed("token could not be decoded".into()),
     };
-    IdentityError::Rejected(text.into())
+    IdentityError::Rejected(reason, text.into())
 }
 
 fn check_claims(
@@ -249,53 +271,65 @@ fn check_claims(
     claims: VerifiedClaims,
 ) -> Result<Identity, IdentityError> {
     if claims.iss != settings.issuer {
-        return Err(IdentityError::Rejected(format!(
-            "token issuer {} is not trusted; expected {}",
-            printable(&claims.iss),
-            settings.issuer
-        )));
+        return Err(IdentityError::Rejected(
+            "issuer",
+            format!(
+                "token issuer {} is not trusted; expected {}",
+                printable(&claims.iss),
+                settings.issuer
+            ),
+        ));
     }
     let audiences = match claims.aud {
         Some(Audience::One(a)) => vec![a],
         Some(Audience::Many(v)) => v,
         None => {
             return Err(IdentityError::Rejected(
+                "audience",
                 "token has no audience (`aud`)".into(),
             ))
         }
     };
     if !audiences.iter().any(|a| settings.audiences.contains(a)) {
         let got: Vec<String> = audiences.iter().take(5).map(|a| printable(a)).collect();
-        return Err(IdentityError::Rejected(format!(
-            "token audience {} does not match the expected {}",
-            if got.is_empty() {
-                "(empty)".to_string()
-            } else {
-                got.join(", ")
-            },
-            settings.audiences.join(" or ")
-        )));
+        return Err(IdentityError::Rejected(
+            "audience",
+            format!(
+                "token audience {} does not match the expected {}",
+                if got.is_empty() {
+                    "(empty)".to_string()
+                } else {
+                    got.join(", ")
+                },
+                settings.audiences.join(" or ")
+            ),
+        ));
     }
     let now = jsonwebtoken::get_current_timestamp() as f64;
     if let Some(iat) = claims.iat {
         if iat > now + settings.leeway_secs as f64 {
-            return Err(IdentityError::Rejected(format!(
-                "token was issued {} s in the future (`iat`); check the issuer's clock",
-                (iat - now) as i64
-            )));
+            return Err(IdentityError::Rejected(
+                "issued_in_future",
+                format!(
+                    "token was issued {} s in the future (`iat`); check the issuer's clock",
+                    (iat - now) as i64
+                ),
+            ));
         }
     }
     if claims.sub.is_empty() || claims.sub.len() > 255 || claims.sub.chars().any(char::is_control) {
         return Err(IdentityError::Rejected(
+            "claims",
             "token subject (`sub`) must be 1-255 printable characters".into(),
         ));
     }
     let groups = string_list(&claims.extra, settings.groups_claim.as_deref(), "groups")?;
     let roles = string_list(&claims.extra, settings.roles_claim.as_deref(), "roles")?;
     if claims.permissions.len() > MAX_CLAIM_VALUES {
-        return Err(IdentityError::Rejected(format!(
-            "token carries more than {MAX_CLAIM_VALUES} permissions"
-        )));
+        return Err(IdentityError::Rejected(
+            "claims",
+            format!("token carries more than {MAX_CLAIM_VALUES} permissions"),
+        ));
     }
     let scopes = claims
         .scope
@@ -340,9 +374,10 @@ fn string_list(
         }
     };
     if list.len() > MAX_CLAIM_VALUES {
-        return Err(IdentityError::Rejected(format!(
-            "token carries more than {MAX_CLAIM_VALUES} {what}"
-        )));
+        return Err(IdentityError::Rejected(
+            "claims",
+            format!("token carries more than {MAX_CLAIM_VALUES} {what}"),
+        ));
     }
     Ok(list)
 }

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (it can validate tokens).
+//! `GET /healthz` (the process is up), `GET /readyz` (it can validate and record), and
+//! `GET /metrics` (Prometheus).
 
 use super::AppState;
 use actix_web::{web, HttpResponse};
@@ -42,4 +43,16 @@ fn not_ready(reason: String) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "5"))
         .json(json!({ "status": "not_ready", "reason": reason }))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let broker = &state.broker;
+    let entries = broker.cached_entries().await;
+    let body = broker
+        .metrics()
+        .render(entries, broker.audit().writer.queue_depth());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
 }

@@ -7,7 +7,7 @@ mod token;
 
 pub use admin::{lift, list_issuances, revoke};
 pub use error::ApiError;
-pub use health::{healthz, readyz};
+pub use health::{healthz, metrics, readyz};
 pub use token::{token, MAX_BODY_BYTES};
 
 use crate::broker::Broker;

@@ -16,6 +16,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Largest request body accepted.
@@ -92,29 +93,52 @@ pub async fn token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let body = read_body(payload).await?;
-    let fields = parse_fields(&req, &body)?;
-    let client_id = authenticate_client(&req, &state.clients)?;
-    let mut exchange = build_request(fields)?;
-    exchange.context = request_context(&req, client_id.clone());
-    match state.broker.exchange(exchange).await {
+    let mut target: Option<Arc<str>> = None;
+    let result = exchange(&req, payload, &state, &mut target).await;
+    let target = target.as_deref().unwrap_or("unknown");
+    let metrics = state.broker.metrics();
+    match result {
         Ok(issued) => {
-            log_issued(&issued, client_id.as_deref(), started);
+            metrics.exchange(
+                target,
+                issued.source.as_str(),
+                "issued",
+                "",
+                started.elapsed(),
+            );
+            log_issued(&issued, started);
             Ok(success(&issued))
         }
         Err(e) => {
-            let api = ApiError::from_broker(&e, state.retry_after_secs);
-            tracing::info!(
-                outcome = "refused",
-                error = api.code(),
-                reason = %e,
-                client = client_id.as_deref().unwrap_or("-"),
-                latency_ms = started.elapsed().as_millis() as u64,
-                "exchange refused"
-            );
-            Err(api)
+            metrics.exchange(target, "none", "refused", e.code(), started.elapsed());
+            Err(e)
         }
     }
+}
+
+async fn exchange(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    target: &mut Option<Arc<str>>,
+) -> Result<Issued, ApiError> {
+    let body = read_body(payload).await?;
+    let fields = parse_fields(req, &body)?;
+    let client_id = authenticate_client(req, &state.clients)?;
+    let mut exchange = build_request(fields)?;
+    *target = state.broker.target_name(&exchange.audience);
+    exchange.context = request_context(req, client_id.clone());
+    state.broker.exchange(exchange).await.map_err(|e| {
+        let api = ApiError::from_broker(&e, state.retry_after_secs);
+        tracing::info!(
+            outcome = "refused",
+            error = api.code(),
+            reason = %e,
+            client = client_id.as_deref().unwrap_or("-"),
+            "exchange refused"
+        );
+        api
+    })
 }
 
 fn success(issued: &Issued) -> HttpResponse {
@@ -130,12 +154,12 @@ fn success(issued: &Issued) -> HttpResponse {
         })
 }
 
-fn log_issued(issued: &Issued, client_id: Option<&str>, started: Instant) {
+fn log_issued(issued: &Issued, started: Instant) {
     tracing::info!(
         outcome = "issued",
         subject = %issued.identity.subject,
-        client = client_id.or(issued.identity.client_id.as_deref()).unwrap_or("-"),
-        target = %issued.target,
+        client = issued.client_id.as_deref().unwrap_or("-"),
+        target_name = %issued.target,
         source = issued.source.as_str(),
         expires_in = issued.expires_in,
         token_sha256 = %issued.access_token.fingerprint(),

@@ -7,6 +7,7 @@ mod exchange;
 mod google_auth;
 mod helpers;
 mod keys;
+mod metrics;
 mod proxy;
 mod records;
 mod validation;

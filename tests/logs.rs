@@ -1,0 +1,122 @@
+//! Captures every log line of a full run (exchanges, cache hits, refusals, Google errors,
+//! admin calls) at the most verbose level, and proves no token appears in it.
+
+#[path = "api/db.rs"]
+#[allow(dead_code)]
+mod db;
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use helpers::*;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use sts_bridge::devstack::MintRequest;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_appears_in_the_logs_of_a_full_run() {
+    let capture = Capture::default();
+    let sink = capture.clone();
+    sts_bridge::telemetry::init_with_writer("json", "trace", move || sink.clone());
+
+    let app = spawn_app().await;
+    let subject_token = app.token_for("auth0|alice");
+    let admin = app.issuer.mint(&MintRequest {
+        sub: "auth0|admin".into(),
+        permissions: vec!["sts:admin".into()],
+        ..Default::default()
+    });
+    let mut google_tokens = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .http
+            .post(format!("{}/v1/token", app.address))
+            .header("x-request-id", "log-test-1")
+            .form(&[
+                ("grant_type", GRANT),
+                ("audience", "bigquery"),
+                ("subject_token", subject_token.as_str()),
+                ("subject_token_type", JWT),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(response).await;
+        assert_eq!(status, 200);
+        google_tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let mut claims = app.issuer.claims(&MintRequest {
+        sub: "auth0|bob".into(),
+        ..Default::default()
+    });
+    claims["exp"] = json!(jsonwebtoken::get_current_timestamp() - 600);
+    let expired = app.issuer.sign(&app.issuer.current_kid(), &claims);
+    assert_eq!(app.exchange(&expired).await.status(), 400);
+    let bob = app.token_for("auth0|bob");
+    app.google.fail_next(
+        400,
+        json!({"error": "invalid_grant", "error_description": "The token was rejected."}),
+    );
+    assert_eq!(app.exchange(&bob).await.status(), 400);
+    let response = app
+        .http
+        .post(format!("{}/admin/v1/revocations", app.address))
+        .bearer_auth(&admin)
+        .json(&json!({"subject": "auth0|carol", "until": "2099-01-01T00:00:00Z", "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = app
+        .http
+        .get(format!("{}/admin/v1/issuances", app.address))
+        .bearer_auth(&subject_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    assert!(lines.len() > 20, "only {} log lines captured", lines.len());
+    let issued: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "exchange issued")
+        .collect();
+    assert_eq!(issued.len(), 2, "one summary line per hand-out");
+    for line in &issued {
+        assert_eq!(line["span"]["request_id"], "log-test-1");
+        assert_eq!(line["subject"], "auth0|alice");
+        assert_eq!(line["target_name"], "bigquery");
+        assert!(line["latency_ms"].is_u64());
+    }
+    assert_eq!(issued[0]["source"], "sts");
+    assert_eq!(issued[1]["source"], "cache");
+
+    let mut secrets: Vec<&str> = vec![&subject_token, &admin, &expired, &bob];
+    secrets.extend(google_tokens.iter().map(String::as_str));
+    for secret in secrets {
+        assert!(!log.contains(secret), "a token appears in the log");
+        for part in secret.split('.').filter(|p| p.len() > 16) {
+            assert!(!log.contains(part), "part of a token appears in the log");
+        }
+    }
+}
