@@ -108,6 +108,15 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         assert_eq!(line["target_name"], "bigquery");
         assert!(line["latency_ms"].is_u64());
     }
+    let refused: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "exchange refused")
+        .collect();
+    assert_eq!(refused.len(), 2);
+    // The expired token names nobody; Google's refusal of bob's valid token does.
+    assert!(refused[0]["span"].get("subject").is_none());
+    assert_eq!(refused[1]["span"]["subject"], "auth0|bob");
+    assert_eq!(refused[1]["error"], "invalid_grant");
     assert_eq!(issued[0]["source"], "sts");
     assert_eq!(issued[1]["source"], "cache");
 

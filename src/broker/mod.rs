@@ -235,6 +235,7 @@ impl Broker {
             .validate(req.subject_token.expose())
             .await
             .inspect_err(|e| self.metrics.token_rejected(e.reason()))?;
+        tracing::Span::current().record("subject", identity.subject.as_str());
         let decided = self.decide(&identity, &req).await;
         let record = self.record_for(&identity, &req, &decided);
         self.audit.writer.record(record).await?;
