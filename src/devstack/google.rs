@@ -2,7 +2,7 @@
 //! does, answers in Google's wire format (errors included), and records what it received.
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -67,20 +67,11 @@ impl GoogleStandIn {
     /// Starts the stand-in on `listener` (loopback only).
     pub fn start(listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        super::ensure_loopback(addr)?;
         let state = Arc::new(State::default());
         *state.expires_in.lock().expect("lock") = 3599;
-        let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/v1/token", web::post().to(token))
-        })
-        .workers(1)
-        .listen(listener)?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let handle = super::serve(listener, state.clone(), |app| {
+            app.route("/v1/token", web::post().to(token));
+        })?;
         Ok(Self {
             state,
             handle,

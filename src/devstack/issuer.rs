@@ -1,7 +1,7 @@
 //! A local, Auth0-shaped issuer: discovery, JWKS with rotation, and token minting.
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -93,28 +93,19 @@ impl DevIssuer {
     /// Starts the issuer on `listener` (loopback only) with one published key.
     pub fn start(listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        super::ensure_loopback(addr)?;
         let state = Arc::new(State {
             url: format!("http://{addr}/"),
             keys: Mutex::new(vec![SigningKey::generate("dev-key-1".into(), true)]),
             jwks_requests: AtomicUsize::new(0),
         });
-        let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route(
-                    "/.well-known/openid-configuration",
-                    web::get().to(discovery),
-                )
-                .route("/.well-known/jwks.json", web::get().to(jwks))
-                .route("/dev/token", web::post().to(mint_route))
-        })
-        .workers(1)
-        .listen(listener)?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        let handle = super::serve(listener, state.clone(), |app| {
+            app.route(
+                "/.well-known/openid-configuration",
+                web::get().to(discovery),
+            )
+            .route("/.well-known/jwks.json", web::get().to(jwks))
+            .route("/dev/token", web::post().to(mint_route));
+        })?;
         Ok(Self {
             state,
             handle,

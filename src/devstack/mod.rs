@@ -9,8 +9,11 @@ pub use google::{GoogleStandIn, IssuedToken, StsCall};
 pub use issuer::{DevIssuer, MintRequest, DEV_AUDIENCE, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM};
 
 use crate::config::{IssuerSettings, LogSettings, Settings, TargetKind, TargetSettings};
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Name of the target the dev stack configures.
 pub const DEV_TARGET: &str = "bigquery";
@@ -34,6 +37,23 @@ pub fn ensure_loopback(addr: SocketAddr) -> std::io::Result<()> {
             format!("the development stack only binds to loopback addresses, not {addr}"),
         ))
     }
+}
+
+/// Serves `routes` with `state` on a loopback `listener`, one worker, in the background.
+fn serve<T: Send + Sync + 'static>(
+    listener: TcpListener,
+    state: Arc<T>,
+    routes: fn(&mut web::ServiceConfig),
+) -> std::io::Result<ServerHandle> {
+    ensure_loopback(listener.local_addr()?)?;
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+        .workers(1)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok(handle)
 }
 
 /// Binds a loopback listener, refusing other addresses.
