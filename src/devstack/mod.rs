@@ -114,3 +114,15 @@ pub fn external_account_file(
     }
     file
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_stack_refuses_non_loopback_addresses() {
+        let err = bind_loopback("0.0.0.0:0".parse().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(bind_loopback("127.0.0.1:0".parse().unwrap()).is_ok());
+    }
+}

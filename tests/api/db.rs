@@ -64,10 +64,15 @@ impl TestDb {
         })
     }
 
+    /// The SQLite file an app on this database writes.
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("sts-bridge.sqlite")
+    }
+
     /// Points `settings` at this database.
     pub fn configure(&self, settings: &mut Settings) {
         settings.audit.database_url = self.url.clone();
-        settings.audit.sqlite_path = self.dir.path().join("sts-bridge.sqlite");
+        settings.audit.sqlite_path = self.sqlite_path();
     }
 }
 

@@ -589,3 +589,64 @@ async fn postgres_unreachable_mid_run_answers_503_hands_out_nothing_and_recovers
         "a refused hand-out left a row, or a hand-out none"
     );
 }
+
+#[tokio::test]
+async fn a_locked_store_with_a_full_queue_answers_503_and_hands_out_nothing() {
+    use sqlx::{Connection, SqliteConnection};
+    let app = Arc::new(
+        spawn_app_with(|s| {
+            s.audit.queue_capacity = 1;
+            s.audit.enqueue_timeout_ms = 10;
+            s.audit.commit_timeout_ms = 300;
+        })
+        .await,
+    );
+    let token = app.token_for("auth0|alice");
+    exchange_ok(&app, &token).await;
+    // Another process holding the write lock: the writer blocks and the queue fills.
+    let path = app.db.sqlite_path();
+    let mut locker = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let mut tasks = JoinSet::new();
+    for _ in 0..6 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.spawn(async move {
+            let response = app.exchange(&token).await;
+            let retry_after = response.headers().contains_key("retry-after");
+            let (status, body) = status_json(response).await;
+            (status, body, retry_after)
+        });
+    }
+    let answers = tasks.join_all().await;
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+
+    for (status, body, retry_after) in &answers {
+        assert_eq!(*status, 503, "{body}");
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(body.get("access_token").is_none() && *retry_after);
+    }
+    let descriptions: HashSet<&str> = answers
+        .iter()
+        .map(|(_, b, _)| b["error_description"].as_str().unwrap())
+        .collect();
+    assert!(
+        descriptions.iter().any(|d| d.contains("queue is full")),
+        "no caller was turned away by the full queue: {descriptions:?}"
+    );
+    // Once the lock is gone the service records and hands out again.
+    let mut recovered = false;
+    for _ in 0..40 {
+        if app.exchange(&token).await.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered);
+}
