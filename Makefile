@@ -3,16 +3,16 @@
 VENV   := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-stamp
-REQS   := tests/python/requirements.txt
+REQS   := tests/python/requirements.txt tests/deploy/requirements.txt
 
-.PHONY: run test venv lint clean
+.PHONY: run test deploy-check venv lint clean
 
 ## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
 run:
 	cargo run -- dev
 
-## test: Rust tests, with the Python google-auth client available to them
-test: venv
+## test: deployment checks, then the Rust tests (with the Python google-auth client)
+test: venv deploy-check
 	@export STS_BRIDGE_PYTHON=$(PYTHON); \
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --no-fail-fast; \
@@ -20,11 +20,16 @@ test: venv
 		cargo test --no-fail-fast; \
 	fi
 
+## deploy-check: lint and render the Helm chart, validate manifests, check the Dockerfile
+deploy-check: venv
+	$(PYTHON) tests/deploy/check_chart.py
+	$(PYTHON) tests/deploy/check_dockerfile.py
+
 venv: $(STAMP)
 
 $(STAMP): $(REQS)
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(REQS)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS))
 	touch $@
 
 lint:
