@@ -3,16 +3,17 @@
 VENV   := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-stamp
-REQS   := tests/python/requirements.txt tests/deploy/requirements.txt
+REQS   := tests/python/requirements.txt tests/deploy/requirements.txt tests/contract/requirements.txt
+BIN    := $(or $(CARGO_TARGET_DIR),target)/debug/sts-bridge
 
-.PHONY: run test deploy-check venv lint clean
+.PHONY: run test deploy-check contract venv lint clean
 
 ## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
 run:
 	cargo run -- dev
 
-## test: deployment checks, then the Rust tests (with the Python google-auth client)
-test: venv deploy-check
+## test: deployment checks, the OpenAPI contract run, then the Rust tests
+test: venv deploy-check contract
 	@export STS_BRIDGE_PYTHON=$(PYTHON); \
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --no-fail-fast; \
@@ -24,6 +25,11 @@ test: venv deploy-check
 deploy-check: venv
 	$(PYTHON) tests/deploy/check_chart.py
 	$(PYTHON) tests/deploy/check_dockerfile.py
+
+## contract: schemathesis against the dev stack, checked against openapi.yaml
+contract: venv
+	cargo build --quiet --bin sts-bridge
+	bash tests/contract/run.sh $(BIN) $(PYTHON)
 
 venv: $(STAMP)
 

@@ -3,24 +3,29 @@
 Loaded through SCHEMATHESIS_HOOKS by tests/contract/run.sh. Tokens come from the dev
 issuer whose base URL is in STS_BRIDGE_DEV_ISSUER_URL (e.g. http://127.0.0.1:8081).
 
-- /admin/v1/*: every request carries `Authorization: Bearer <token with sts:admin>`,
-  except the cases schemathesis generates without credentials on purpose.
-- POST /v1/token: schema-valid random subject tokens are all refused as invalid_grant,
-  which never gets past signature validation. So about half of the cases (chosen from a
-  hash of the generated body, hence reproducible) get a valid dev token:
+- /admin/v1/*: requests carry `Authorization: Bearer <token with sts:admin>`, except
+  the cases schemathesis generates without credentials on purpose and one case in
+  eight, which carries a valid token without the permission (403 insufficient_scope).
+- POST /v1/token: a generated subject token is never a validly signed JWT, so it is
+  refused with invalid_grant before anything behind token validation is reached. About
+  half of the cases (chosen from a hash of the generated body, so the same seed picks
+  the same cases) therefore get a valid dev token:
     * "token" variant: valid subject_token, its type, the grant type and audience
-      `bigquery`; scope, options, resource and the rest stay as generated, so the checks
-      after token validation (scope, options, actor token, ...) see the generated values,
-      and an invalid value there that the server accepted would be reported by
-      negative_data_rejection;
+      `bigquery` (one time in four the generated audience is kept, for
+      invalid_target); scope, options, resource and the rest stay as generated, so
+      the checks behind token validation see generated values, and an invalid value
+      that the server accepted would be reported by negative_data_rejection;
     * "exchange" variant: additionally allowed scope and userProject values (audience
       sometimes the dev provider resource) and no field that is refused on purpose
       (resource, actor_token, a second name for a field, random Basic credentials), so
-      it is expected to succeed and exercises the 200 response and its headers.
+      it is expected to succeed and exercises the 200 response and its headers; one in
+      eight of these sends Basic client credentials, which the dev stack refuses with
+      401 invalid_client and a WWW-Authenticate challenge.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -43,6 +48,7 @@ SCOPES = (
 # Several subjects, so that both fresh exchanges and cache hits are seen.
 SUBJECTS = ("contract|alice", "contract|bob", "contract|carol")
 ADMIN_SUBJECT = "contract|admin"
+USER_WITHOUT_ADMIN = "contract|nobody"
 ADMIN_PERMISSION = "sts:admin"
 
 # Google's camelCase names (JSON bodies) next to the form names.
@@ -92,17 +98,21 @@ def dev_token(sub: str, permissions: tuple[str, ...] = ()) -> str:
         return token
 
 
-@schemathesis.auth(retry_on=[]).apply_to(path_regex=r"^/admin/")
+@schemathesis.auth(retry_on=[], refresh_interval=None).apply_to(path_regex=r"^/admin/")
 class AdminBearer:
     def get(self, case, context):
+        # One case in eight carries a valid token without the admin permission, so the
+        # 403 insufficient_scope answer is checked too.
+        if _digest([case.method, case.path, case.path_parameters, case.query, case.body]) % 8 == 0:
+            return dev_token(USER_WITHOUT_ADMIN)
         return dev_token(ADMIN_SUBJECT, (ADMIN_PERMISSION,))
 
     def set(self, case, data, context):
         case.headers["Authorization"] = f"Bearer {data}"
 
 
-def _digest(body: dict) -> int:
-    text = json.dumps(body, sort_keys=True, default=repr)
+def _digest(value) -> int:
+    text = json.dumps(value, sort_keys=True, default=repr)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
@@ -124,7 +134,10 @@ def valid_subject_token(context, case):
     _replace(body, "grant_type", GRANT_TYPE)
     _replace(body, "subject_token_type", JWT_TYPE)
     _replace(body, "subject_token", dev_token(SUBJECTS[choice % len(SUBJECTS)]))
-    body["audience"] = TARGET
+    # The "token" variant keeps a generated audience one time in four (invalid_target).
+    audience = body.get("audience")
+    if variant == 3 or not isinstance(audience, str) or not audience or (choice >> 2) % 4:
+        body["audience"] = TARGET
     if variant == 3:
         if (choice >> 4) % 4 == 0:
             body["audience"] = PROVIDER
@@ -137,8 +150,12 @@ def valid_subject_token(context, case):
             body["scope"] = SCOPES[(choice >> 6) % len(SCOPES)]
         if "options" in body:
             body["options"] = json.dumps({"userProject": USER_PROJECT})
-        # Random Basic credentials are refused with 401 (no client is configured).
-        if case.headers and "Authorization" in case.headers:
+        # Basic credentials are refused with 401 (the dev stack configures no client):
+        # generated ones are dropped, and one exchange in eight sends some on purpose.
+        if case.headers is not None and "Authorization" in case.headers:
             del case.headers["Authorization"]
+        if (choice >> 8) % 8 == 0:
+            credentials = base64.b64encode(b"contract-client:not-a-secret").decode()
+            case.headers["Authorization"] = f"Basic {credentials}"
     case.body = body
     return case
