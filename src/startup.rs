@@ -101,23 +101,11 @@ impl Application {
         });
         let admin_enabled = settings.admin.enabled;
         let server = HttpServer::new(move || {
-            let app = App::new()
+            App::new()
                 .wrap(from_fn(telemetry::with_request_id))
                 .app_data(state.clone())
-                .route("/v1/token", web::post().to(routes::token))
-                .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
-                .route("/metrics", web::get().to(routes::metrics));
-            if admin_enabled {
-                app.route("/admin/v1/issuances", web::get().to(routes::list_issuances))
-                    .route("/admin/v1/revocations", web::post().to(routes::revoke))
-                    .route(
-                        "/admin/v1/revocations/{subject}",
-                        web::delete().to(routes::lift),
-                    )
-            } else {
-                app
-            }
+                .configure(|cfg| routes::configure(cfg, admin_enabled))
+                .default_service(web::to(routes::not_found))
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {

@@ -12,6 +12,8 @@ pub use token::{token, MAX_BODY_BYTES};
 
 use crate::broker::Broker;
 use crate::config::ClientSettings;
+use actix_web::{web, HttpResponse, Resource, Route};
+use serde_json::json;
 use std::sync::Arc;
 
 /// State shared by all handlers.
@@ -24,4 +26,51 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// Permission an admin token must carry.
     pub admin_permission: String,
+}
+
+/// Registers every route; the admin API only when `admin` is set.
+pub fn configure(cfg: &mut web::ServiceConfig, admin: bool) {
+    cfg.service(resource("/v1/token", "POST", web::post().to(token)))
+        .service(resource("/healthz", "GET", web::get().to(healthz)))
+        .service(resource("/readyz", "GET", web::get().to(readyz)))
+        .service(resource("/metrics", "GET", web::get().to(metrics)));
+    if admin {
+        cfg.service(resource(
+            "/admin/v1/issuances",
+            "GET",
+            web::get().to(list_issuances),
+        ))
+        .service(resource(
+            "/admin/v1/revocations",
+            "POST",
+            web::post().to(revoke),
+        ))
+        .service(resource(
+            "/admin/v1/revocations/{subject}",
+            "DELETE",
+            web::delete().to(lift),
+        ));
+    }
+}
+
+/// A path served by one method; other methods get 405 with `Allow`.
+fn resource(path: &str, allow: &'static str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || async move {
+            HttpResponse::MethodNotAllowed()
+                .insert_header(("Allow", allow))
+                .json(json!({
+                    "error": "invalid_request",
+                    "error_description": format!("this path only answers {allow}"),
+                }))
+        }))
+}
+
+/// Any path the service does not serve.
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "error": "not_found",
+        "error_description": "no such path; see openapi.yaml for the routes this service serves",
+    }))
 }

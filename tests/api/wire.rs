@@ -263,3 +263,31 @@ async fn basic_authentication_without_configured_clients_is_refused() {
     assert!(text.contains("not configured"), "{text}");
     assert_eq!(app.google.call_count(), 0);
 }
+
+#[tokio::test]
+async fn wrong_methods_get_405_with_allow_and_unknown_paths_a_json_404() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!("{}/v1/token", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_error(response, 405, "invalid_request").await;
+    let response = app
+        .http
+        .post(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    let response = app
+        .http
+        .get(format!("{}/v2/token", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 404, "not_found").await;
+}
