@@ -74,6 +74,10 @@ pub struct IssuerSettings {
     /// Least time between two JWKS fetches caused by unknown key ids, in seconds.
     #[serde(default = "default_jwks_min_refetch")]
     pub jwks_min_refetch_secs: u64,
+    /// Seconds between two scheduled JWKS fetches, so a key the issuer withdrew stops
+    /// being trusted even when no token names an unknown key.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
     /// Discovery document URL; defaults to `<issuer>/.well-known/openid-configuration`.
     #[serde(default)]
     pub discovery_url: Option<String>,
@@ -217,7 +221,7 @@ pub struct AdminSettings {
     /// Whether `/admin/v1/*` is served.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Permission (Auth0 RBAC `permissions`, or a `scope`) an admin token must carry.
+    /// Permission an admin token must carry in its `permissions` claim (Auth0 RBAC).
     #[serde(default = "default_admin_permission")]
     pub permission: String,
 }
@@ -355,6 +359,9 @@ fn default_leeway() -> u64 {
 }
 fn default_jwks_min_refetch() -> u64 {
     60
+}
+fn default_jwks_refresh() -> u64 {
+    300
 }
 fn default_upstream_token_type() -> String {
     crate::broker::TOKEN_TYPE_JWT.into()
@@ -567,6 +574,12 @@ impl IssuerSettings {
                 "at most 300 seconds of clock skew is tolerated",
             ));
         }
+        if !(1..=86_400).contains(&self.jwks_refresh_secs) {
+            return Err(invalid(
+                format!("{key}.jwks_refresh_secs"),
+                "must be between 1 and 86400",
+            ));
+        }
         if self.jwks_min_refetch_secs == 0 {
             return Err(invalid(
                 format!("{key}.jwks_min_refetch_secs"),
@@ -579,6 +592,11 @@ impl IssuerSettings {
     /// Least time between two key-set fetches.
     pub fn jwks_min_refetch(&self) -> Duration {
         Duration::from_secs(self.jwks_min_refetch_secs)
+    }
+
+    /// Time between two scheduled key-set fetches.
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_secs(self.jwks_refresh_secs)
     }
 }
 
@@ -717,14 +735,19 @@ impl CacheSettings {
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     let url =
         url::Url::parse(value).map_err(|e| invalid(key, format!("`{value}` is not a URL: {e}")))?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(&url) => Ok(()),
-        _ => Err(invalid(
+    if is_secure_url(&url) {
+        Ok(())
+    } else {
+        Err(invalid(
             key,
             format!("`{value}` must use https (plain http is allowed only for loopback addresses)"),
-        )),
+        ))
     }
+}
+
+/// Whether `url` may be fetched: `https://` anywhere, plain `http://` only on loopback.
+pub fn is_secure_url(url: &url::Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(url))
 }
 
 /// Whether `url` points at this machine's loopback interface.
@@ -751,6 +774,7 @@ mod tests {
                 groups_claim: None,
                 roles_claim: None,
                 jwks_min_refetch_secs: 60,
+                jwks_refresh_secs: 300,
                 discovery_url: None,
             }],
             targets: vec![TargetSettings {

@@ -81,8 +81,8 @@ impl Application {
                 (i.clone(), Arc::new(keys))
             })
             .collect::<Vec<_>>();
-        for (_, keys) in &key_sets {
-            spawn_initial_key_load(keys.clone());
+        for (issuer, keys) in &key_sets {
+            spawn_key_refresher(keys.clone(), issuer.jwks_refresh());
         }
         let audit = Arc::new(open_audit(&settings.audit, metrics.clone()).await?);
         let sts = StsClient::new(http, settings.google.sts_url.clone(), metrics.clone());
@@ -217,17 +217,26 @@ fn spawn_retention(broker: Arc<Broker>, settings: &AuditSettings) {
     });
 }
 
-/// Loads an issuer's keys in the background, retrying with backoff, so the service starts
-/// (and reports not-ready) while the issuer is unreachable.
-fn spawn_initial_key_load(keys: Arc<KeySet>) {
+/// Loads an issuer's keys in the background, retrying with backoff until the first set
+/// arrives (the service starts, and reports not-ready, while the issuer is unreachable),
+/// then refetches them every `every` so withdrawn keys stop being trusted.
+fn spawn_key_refresher(keys: Arc<KeySet>, every: Duration) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
-        while !keys.is_loaded() {
-            if let Err(e) = keys.refresh().await {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "signing keys not loaded");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
+        loop {
+            let wait = match keys.refresh().await {
+                Ok(_) => every,
+                Err(e) if keys.is_loaded() => {
+                    tracing::warn!(error = %e, "key set refresh failed; keeping the last good keys");
+                    every.min(Duration::from_secs(60))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "signing keys not loaded");
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                    delay
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     });
 }

@@ -72,9 +72,12 @@ pub struct IssuanceRecord {
 /// Why a record could not be written; the credential must then not be handed out.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
-    /// The database refused or could not be reached.
+    /// The database could not be reached or failed.
     #[error("the issuance store is unavailable: {0}")]
     Store(String),
+    /// The database refused these rows (a constraint or encoding problem in the data).
+    #[error("the issuance store refused the record: {0}")]
+    Rejected(String),
     /// The queue stayed full past the enqueue deadline.
     #[error("the issuance queue is full")]
     QueueFull,
@@ -92,7 +95,10 @@ pub enum AuditError {
 impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
         // Connection strings can carry passwords; sqlx errors do not include them.
-        AuditError::Store(e.to_string())
+        match e {
+            sqlx::Error::Database(db) => AuditError::Rejected(db.to_string()),
+            other => AuditError::Store(other.to_string()),
+        }
     }
 }
 

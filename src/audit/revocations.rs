@@ -3,6 +3,7 @@
 
 use super::{AuditError, Store};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use time::OffsetDateTime;
 
@@ -25,6 +26,9 @@ pub struct Revocation {
 #[derive(Default)]
 pub struct Revocations {
     active: RwLock<HashMap<String, Revocation>>,
+    /// Bumped by every local change, so a reload that read the table before the change
+    /// does not overwrite it with an older snapshot.
+    version: AtomicU64,
 }
 
 impl Revocations {
@@ -41,10 +45,9 @@ impl Revocations {
 
     /// Applies a revocation made on this replica at once.
     pub fn insert(&self, revocation: Revocation) {
-        self.active
-            .write()
-            .expect("revocations lock")
-            .insert(revocation.subject.clone(), revocation);
+        let mut active = self.active.write().expect("revocations lock");
+        self.version.fetch_add(1, Ordering::SeqCst);
+        active.insert(revocation.subject.clone(), revocation);
     }
 
     /// Forgets a lifted revocation at once.
@@ -57,8 +60,13 @@ impl Revocations {
 
     /// Reloads from the store; returns the subjects revoked since the last load.
     pub async fn reload(&self, store: &Store) -> Result<Vec<String>, AuditError> {
+        let version = self.version.load(Ordering::SeqCst);
         let fresh = store.active_revocations(OffsetDateTime::now_utc()).await?;
         let mut active = self.active.write().expect("revocations lock");
+        if self.version.load(Ordering::SeqCst) != version {
+            // A revocation changed here while the table was read; the next reload sees it.
+            return Ok(Vec::new());
+        }
         let newly: Vec<String> = fresh
             .iter()
             .filter(|r| active.get(&r.subject) != Some(r))

@@ -110,23 +110,54 @@ async fn run(
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (records, waiting): (Vec<IssuanceRecord>, Vec<_>) =
             batch.drain(..).map(|p| (p.record, p.done)).unzip();
-        let started = Instant::now();
-        let result = store.insert_issuances(&records).await;
-        metrics.audit_batch(records.len(), result.is_ok(), started.elapsed());
-        let n = records.len() as u64;
-        match &result {
-            Ok(()) => {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.rows.fetch_add(n, Ordering::Relaxed);
-                stats.largest_batch.fetch_max(n, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.failed_rows.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(rows = n, error = %e, "issuance batch not written; callers get 503");
-            }
-        }
-        for done in waiting {
-            let _ = done.send(result.clone());
+        let results = write(&store, &records, &stats, &metrics).await;
+        for (result, done) in results.into_iter().zip(waiting) {
+            let _ = done.send(result);
         }
     }
+}
+
+/// Writes `records` in one statement; when the database refuses the statement (a bad row,
+/// not an outage), writes them one by one so one bad row fails only its own request.
+async fn write(
+    store: &Store,
+    records: &[IssuanceRecord],
+    stats: &WriterStats,
+    metrics: &Metrics,
+) -> Vec<Result<(), AuditError>> {
+    match statement(store, records, stats, metrics).await {
+        Err(AuditError::Rejected(_)) if records.len() > 1 => {
+            let mut each = Vec::with_capacity(records.len());
+            for record in records {
+                each.push(statement(store, std::slice::from_ref(record), stats, metrics).await);
+            }
+            each
+        }
+        result => vec![result; records.len()],
+    }
+}
+
+/// One INSERT statement, counted.
+async fn statement(
+    store: &Store,
+    rows: &[IssuanceRecord],
+    stats: &WriterStats,
+    metrics: &Metrics,
+) -> Result<(), AuditError> {
+    let started = Instant::now();
+    let result = store.insert_issuances(rows).await;
+    metrics.audit_batch(rows.len(), result.is_ok(), started.elapsed());
+    let n = rows.len() as u64;
+    match &result {
+        Ok(()) => {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.rows.fetch_add(n, Ordering::Relaxed);
+            stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(rows = n, error = %e, "issuance records not written; callers get 503");
+        }
+    }
+    result
 }

@@ -56,14 +56,18 @@ impl CacheKey {
     }
 }
 
-/// Hash of the claims Google's attribute mapping may use: a changed group membership must
-/// not reuse a credential minted for the old one.
+/// Hash of the claims Google's attribute mapping and conditions may use: a changed group
+/// membership, or a token from another client or for another audience, must not reuse a
+/// credential minted for the old one.
 fn claims_digest(identity: &Identity) -> [u8; 32] {
     let mut hasher = Sha256::new();
+    let client: Vec<String> = identity.client_id.iter().cloned().collect();
     for (label, values) in [
         ("groups", &identity.groups),
         ("roles", &identity.roles),
         ("permissions", &identity.permissions),
+        ("audiences", &identity.audiences),
+        ("client", &client),
     ] {
         let mut sorted: Vec<&String> = values.iter().collect();
         sorted.sort();
@@ -88,11 +92,12 @@ pub struct CachedCredential {
 }
 
 impl CachedCredential {
-    /// A credential valid for `lifetime` from now.
-    pub fn new(token: Token, lifetime: Duration) -> Self {
+    /// A credential valid for `lifetime` from `requested_at` (when the request that obtained
+    /// it was sent, so time spent waiting for Google is not counted twice).
+    pub fn new(token: Token, requested_at: Instant, lifetime: Duration) -> Self {
         Self {
             token,
-            expires_at: Instant::now() + lifetime,
+            expires_at: requested_at + lifetime,
             refreshing: AtomicBool::new(false),
         }
     }

@@ -398,6 +398,7 @@ async fn fetch(
     key: &CacheKey,
     subject_token: &Token,
 ) -> Result<Arc<CachedCredential>, GoogleError> {
+    let requested_at = std::time::Instant::now();
     let token = sts
         .exchange(&StsRequest {
             audience: &target.settings.provider,
@@ -409,6 +410,7 @@ async fn fetch(
         .await?;
     Ok(Arc::new(CachedCredential::new(
         token.access_token,
+        requested_at,
         token.expires_in,
     )))
 }

@@ -234,6 +234,7 @@ fn check(call: &StsCall) -> Result<(String, String), Refusal> {
     }
     let claims: SubjectClaims = call
         .field("subject_token")
+        .filter(|t| !t.contains(char::is_whitespace))
         .and_then(|t| jsonwebtoken::dangerous::insecure_decode_claims(t).ok())
         .ok_or_else(|| bad("invalid_grant", "The incoming token is malformed."))?;
     let now = jsonwebtoken::get_current_timestamp() as f64;

@@ -174,9 +174,18 @@ impl DevIssuer {
 
     /// Publishes a key added earlier.
     pub fn publish(&self, kid: &str) {
+        self.set_published(kid, true);
+    }
+
+    /// Takes a key out of the JWKS (as an issuer does with a leaked key).
+    pub fn withdraw(&self, kid: &str) {
+        self.set_published(kid, false);
+    }
+
+    fn set_published(&self, kid: &str, published: bool) {
         let mut keys = self.state.keys.lock().expect("keys");
         if let Some(k) = keys.iter_mut().find(|k| k.kid == kid) {
-            k.published = true;
+            k.published = published;
         }
     }
 

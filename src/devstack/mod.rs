@@ -74,6 +74,7 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             groups_claim: Some(DEV_GROUPS_CLAIM.into()),
             roles_claim: Some(DEV_ROLES_CLAIM.into()),
             jwks_min_refetch_secs: 60,
+            jwks_refresh_secs: 300,
             discovery_url: None,
         }],
         targets: vec![TargetSettings {

@@ -192,6 +192,12 @@ impl KeySet {
             .map_err(fail)?;
         let metadata: CoreProviderMetadata = serde_json::from_slice(&bytes)
             .map_err(|e| fail(format!("not an OpenID provider configuration: {e}")))?;
+        let jwks_uri = metadata.jwks_uri().url();
+        if !crate::config::is_secure_url(jwks_uri) {
+            return Err(fail(format!(
+                "jwks_uri {jwks_uri} must use https (plain http only on loopback)"
+            )));
+        }
         if metadata.issuer().as_str() != self.issuer {
             return Err(fail(format!(
                 "document names issuer {} but {} is configured",

@@ -16,6 +16,8 @@ pub struct Identity {
     pub subject: String,
     /// `azp`, or `client_id` in the RFC 9068 profile.
     pub client_id: Option<String>,
+    /// `aud`, as a list.
+    pub audiences: Vec<String>,
     /// Space-separated `scope`, split.
     pub scopes: Vec<String>,
     /// Auth0 RBAC `permissions`.

@@ -343,6 +343,7 @@ fn check_claims(
         issuer: claims.iss,
         subject: claims.sub,
         client_id: claims.azp.or(claims.client_id),
+        audiences,
         scopes,
         permissions: claims.permissions,
         groups,

@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation};
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityError};
 use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -39,20 +39,47 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiE
                 format!(r#"Bearer realm="{REALM}""#),
             )
         })?;
-    let identity = state.broker.validator().validate(raw).await.map_err(|e| {
-        ApiError::bearer(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            e.to_string(),
-            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
-        )
-    })?;
-    if !identity.permissions.contains(permission) && !identity.scopes.contains(permission) {
+    let identity = match state.broker.validator().validate(raw).await {
+        Ok(identity) => identity,
+        Err(e @ IdentityError::KeysUnavailable(_)) => {
+            return Err(ApiError::unavailable(e.to_string(), state.retry_after_secs))
+        }
+        Err(e) => {
+            state.broker.metrics().token_rejected(e.reason());
+            return Err(ApiError::bearer(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                e.to_string(),
+                format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+            ));
+        }
+    };
+    // Only the RBAC permissions claim counts: a scope can be asked for by anyone when the
+    // API does not restrict it.
+    if !identity.permissions.contains(permission) {
         return Err(ApiError::bearer(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             format!("the token lacks the {permission} permission"),
             format!(r#"Bearer realm="{REALM}", error="insufficient_scope", scope="{permission}""#),
+        ));
+    }
+    if let Some(r) = state
+        .broker
+        .audit()
+        .revocations
+        .active_for(&identity.subject)
+    {
+        // RFC 6750 §3.1: the token of a revoked principal is an invalid token.
+        return Err(ApiError::bearer(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            format!(
+                "subject {} is revoked until {}",
+                r.subject,
+                r.until.format(&Rfc3339).unwrap_or_default()
+            ),
+            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
         ));
     }
     Ok(identity)
@@ -233,6 +260,9 @@ pub async fn revoke(
         .upsert_revocation(&revocation)
         .await
         .map_err(|e| store_error(e, state.retry_after_secs))?;
+    // In force as soon as it is stored, whatever happens to the action record.
+    audit.revocations.insert(revocation.clone());
+    state.broker.purge_subject(&revocation.subject);
     record(
         &state,
         &req,
@@ -242,8 +272,6 @@ pub async fn revoke(
         json!({ "until": body.until, "reason": revocation.reason }),
     )
     .await?;
-    audit.revocations.insert(revocation.clone());
-    state.broker.purge_subject(&revocation.subject);
     Ok(HttpResponse::Created().json(json!({
         "subject": revocation.subject,
         "until": body.until,
@@ -276,6 +304,7 @@ pub async fn lift(
             ),
         ));
     }
+    audit.revocations.remove(&subject);
     record(
         &state,
         &req,
@@ -285,6 +314,5 @@ pub async fn lift(
         json!({}),
     )
     .await?;
-    audit.revocations.remove(&subject);
     Ok(HttpResponse::NoContent().finish())
 }

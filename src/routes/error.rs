@@ -1,5 +1,6 @@
 //! The one place where errors become RFC 6749 §5.2 JSON.
 
+use crate::audit::AuditError;
 use crate::broker::BrokerError;
 use crate::google::GoogleError;
 use actix_web::http::{header, StatusCode};
@@ -102,9 +103,14 @@ impl ApiError {
             BrokerError::Google(GoogleError::Refused { description, .. }) => {
                 format!("Google STS refused the exchange: {description}")
             }
-            BrokerError::Google(_) | BrokerError::Audit(_) => {
-                format!("{e}; try again in {retry_after} s")
-            }
+            BrokerError::Google(_) => format!("{e}; try again in {retry_after} s"),
+            // The database's own error text stays in the logs.
+            BrokerError::Audit(AuditError::Store(_) | AuditError::Rejected(_)) => format!(
+                "the issuance store is unavailable, so no credential was handed out; try again in {retry_after} s"
+            ),
+            BrokerError::Audit(a) => format!(
+                "{a}, so no credential was handed out; try again in {retry_after} s"
+            ),
             _ => e.to_string(),
         };
         let status = match code {

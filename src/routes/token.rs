@@ -16,6 +16,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ const MAX_OPTIONS_BYTES: usize = 1024;
 const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// The request's fields, whichever encoding carried them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Fields {
     grant_type: Option<String>,
     subject_token: Option<String>,
@@ -39,38 +40,68 @@ struct Fields {
     options: Option<String>,
     actor_token: Option<String>,
     actor_token_type: Option<String>,
+    seen: HashSet<&'static str>,
+}
+
+/// The snake_case name of a wire parameter (JSON may use Google's camelCase).
+fn canonical(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "grant_type" | "grantType" => "grant_type",
+        "subject_token" | "subjectToken" => "subject_token",
+        "subject_token_type" | "subjectTokenType" => "subject_token_type",
+        "audience" => "audience",
+        "resource" => "resource",
+        "scope" => "scope",
+        "requested_token_type" | "requestedTokenType" => "requested_token_type",
+        "options" => "options",
+        "actor_token" | "actorToken" => "actor_token",
+        "actor_token_type" | "actorTokenType" => "actor_token_type",
+        _ => return None,
+    })
 }
 
 impl Fields {
-    /// The slot for a wire name: snake_case, or Google's camelCase in JSON.
-    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
-        Some(match name {
-            "grant_type" | "grantType" => &mut self.grant_type,
-            "subject_token" | "subjectToken" => &mut self.subject_token,
-            "subject_token_type" | "subjectTokenType" => &mut self.subject_token_type,
+    fn slot(&mut self, name: &'static str) -> &mut Option<String> {
+        match name {
+            "grant_type" => &mut self.grant_type,
+            "subject_token" => &mut self.subject_token,
+            "subject_token_type" => &mut self.subject_token_type,
             "audience" => &mut self.audience,
             "resource" => &mut self.resource,
             "scope" => &mut self.scope,
-            "requested_token_type" | "requestedTokenType" => &mut self.requested_token_type,
+            "requested_token_type" => &mut self.requested_token_type,
             "options" => &mut self.options,
-            "actor_token" | "actorToken" => &mut self.actor_token,
-            "actor_token_type" | "actorTokenType" => &mut self.actor_token_type,
-            _ => return None,
-        })
+            "actor_token" => &mut self.actor_token,
+            _ => &mut self.actor_token_type,
+        }
     }
 
-    /// Sets a field once; RFC 6749 §3.2 forbids repeating a parameter.
+    /// Sets a field once; RFC 6749 §3.2 forbids repeating a parameter. Unknown parameters
+    /// are ignored, as RFC 6749 asks.
     fn set(&mut self, name: &str, value: String) -> Result<(), ApiError> {
-        if let Some(slot) = self.slot(name) {
-            if slot.is_some() {
-                return Err(ApiError::invalid_request(format!(
-                    "parameter {name} is given more than once"
-                )));
-            }
-            // Clients drop empty fields; an empty one counts as absent.
-            if !value.is_empty() {
-                *slot = Some(value);
-            }
+        let Some(name) = canonical(name) else {
+            return Ok(());
+        };
+        if !self.seen.insert(name) {
+            return Err(ApiError::invalid_request(format!(
+                "parameter {name} is given more than once"
+            )));
+        }
+        // A token file's trailing newline is harmless: a JWT never contains whitespace.
+        let value = if name == "subject_token" {
+            value.trim_ascii().to_owned()
+        } else {
+            value
+        };
+        // Control characters have no place in any parameter, and must not reach the records.
+        if value.chars().any(char::is_control) {
+            return Err(ApiError::invalid_request(format!(
+                "parameter {name} contains control characters"
+            )));
+        }
+        // Clients drop empty fields; an empty one counts as absent.
+        if !value.is_empty() {
+            *self.slot(name) = Some(value);
         }
         Ok(())
     }
@@ -222,7 +253,7 @@ fn parse_json(body: &[u8]) -> Result<Fields, ApiError> {
             // Google's JSON API also takes `options` as an object.
             Value::Object(_) if name == "options" => value.to_string(),
             _ => {
-                if fields.slot(&name).is_none() {
+                if canonical(&name).is_none() {
                     continue;
                 }
                 return Err(ApiError::invalid_request(format!(

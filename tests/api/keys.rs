@@ -107,3 +107,21 @@ async fn while_the_issuer_is_unreachable_the_service_is_not_ready_and_fails_clos
     assert_error(response, 503, "temporarily_unavailable").await;
     assert_eq!(app.google.call_count(), 0);
 }
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_being_trusted_after_the_scheduled_refresh() {
+    let app = spawn_app_with(|s| s.issuers[0].jwks_refresh_secs = 1).await;
+    let old_kid = app.issuer.current_kid();
+    let old_token = app.token_for("auth0|alice");
+    let (status, _) = status_json(app.exchange(&old_token).await).await;
+    assert_eq!(status, 200);
+
+    app.issuer.add_key(true);
+    app.issuer.withdraw(&old_kid);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let text = assert_error(app.exchange(&old_token).await, 400, "invalid_grant").await;
+    assert!(text.contains("does not publish"), "{text}");
+    let (status, _) = status_json(app.exchange(&app.token_for("auth0|alice")).await).await;
+    assert_eq!(status, 200, "a token signed with the new key is accepted");
+}

@@ -650,3 +650,66 @@ async fn a_locked_store_with_a_full_queue_answers_503_and_hands_out_nothing() {
     }
     assert!(recovered);
 }
+
+#[tokio::test]
+async fn a_row_the_database_refuses_fails_only_its_own_request() {
+    // Postgres refuses NUL in text; such a value can only come from a signed claim.
+    let Some(app) = spawn_app_on(Backend::Postgres, |_| {}).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let mut claims = app.issuer.claims(&MintRequest {
+        sub: "auth0|odd".into(),
+        ..Default::default()
+    });
+    claims["azp"] = json!("client\u{0}with-nul");
+    let odd = app.issuer.sign(&app.issuer.current_kid(), &claims);
+    app.google.set_delay(Duration::from_millis(200));
+
+    let mut tasks = JoinSet::new();
+    for i in 0..20 {
+        let app = app.clone();
+        let token = if i == 7 {
+            odd.clone()
+        } else {
+            app.token_for(&format!("auth0|user{i}"))
+        };
+        tasks.spawn(async move { (i, status_json(app.exchange(&token).await).await.0) });
+    }
+    for (i, status) in tasks.join_all().await {
+        assert_eq!(status, if i == 7 { 503 } else { 200 }, "request {i}");
+    }
+    assert_eq!(all_rows(&app).await.len(), 19);
+}
+
+#[tokio::test]
+async fn a_revoked_admin_cannot_use_the_admin_api_and_scope_alone_is_not_a_permission() {
+    let app = spawn_app().await;
+    let url = format!("{}/admin/v1/revocations/auth0%7Cadmin", app.address);
+    // Someone asked the issuer for the scope without holding the RBAC permission.
+    let scoped = app.issuer.mint(&MintRequest {
+        sub: "auth0|mallory".into(),
+        scope: Some("openid sts:admin".into()),
+        ..Default::default()
+    });
+    let response = app
+        .http
+        .delete(&url)
+        .bearer_auth(&scoped)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 403, "insufficient_scope").await;
+
+    assert_eq!(revoke(&app, "auth0|admin").await.status(), 201);
+    let response = app
+        .http
+        .delete(&url)
+        .bearer_auth(admin_token(&app))
+        .send()
+        .await
+        .unwrap();
+    let text = assert_error(response, 401, "invalid_token").await;
+    assert!(text.contains("revoked"), "{text}");
+    assert_eq!(admin_actions(store(&app)).await, vec!["revoke"]);
+}

@@ -291,3 +291,45 @@ async fn wrong_methods_get_405_with_allow_and_unknown_paths_a_json_404() {
         .unwrap();
     assert_error(response, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn control_characters_and_repeated_empty_parameters_are_refused() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", "big\u{0}query"),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+        ])
+        .await;
+    let text = assert_error(response, 400, "invalid_request").await;
+    assert!(
+        text.contains("audience contains control characters"),
+        "{text}"
+    );
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", "bigquery"),
+            ("subject_token", ""),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+        ])
+        .await;
+    assert_error(response, 400, "invalid_request").await;
+    assert_eq!(app.google.call_count(), 0);
+}
+
+#[tokio::test]
+async fn the_token_google_receives_has_no_surrounding_whitespace() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let (status, _) = status_json(app.exchange(&format!("  {token}\n")).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.google.calls()[0].field("subject_token"),
+        Some(token.as_str())
+    );
+}
