@@ -121,6 +121,25 @@ impl TestApp {
         })
     }
 
+    /// GETs `path` on the app.
+    pub async fn get(&self, path: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Posts `body` as JSON to /v1/token.
+    pub async fn post_json(&self, body: &Value) -> Response {
+        self.http
+            .post(format!("{}/v1/token", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// Posts `fields` as a form to /v1/token.
     pub async fn post_form(&self, fields: &[(&str, &str)]) -> Response {
         self.http

@@ -66,20 +66,10 @@ async fn a_flood_of_unknown_kids_triggers_at_most_one_refetch_per_interval() {
 #[tokio::test]
 async fn readiness_reports_loaded_keys() {
     let app = spawn_app().await;
-    let response = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/readyz").await;
     let (status, body) = status_json(response).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
-    let response = app
-        .http
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/healthz").await;
     assert_eq!(response.status(), 200);
 }
 
@@ -92,12 +82,7 @@ async fn while_the_issuer_is_unreachable_the_service_is_not_ready_and_fails_clos
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let response = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/readyz").await;
     let (status, body) = status_json(response).await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "not_ready");

@@ -562,12 +562,7 @@ async fn postgres_unreachable_mid_run_answers_503_hands_out_nothing_and_recovers
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "temporarily_unavailable");
     assert!(body.get("access_token").is_none());
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 503);
 
     proxy.restore();

@@ -9,9 +9,7 @@ async fn json_body_with_camel_case_keys_is_accepted() {
     let app = spawn_app().await;
     let token = app.token_for("auth0|alice");
     let response = app
-        .http
-        .post(format!("{}/v1/token", app.address))
-        .json(&json!({
+        .post_json(&json!({
             "grantType": GRANT,
             "audience": DEV_PROVIDER,
             "requestedTokenType": ACCESS_TOKEN,
@@ -19,9 +17,7 @@ async fn json_body_with_camel_case_keys_is_accepted() {
             "subjectTokenType": JWT,
             "options": "{\"userProject\":\"dev-project\"}",
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     let (status, body) = status_json(response).await;
     assert_eq!(status, 200, "{body}");
     assert!(app
@@ -35,17 +31,13 @@ async fn json_body_with_snake_case_keys_is_accepted() {
     let app = spawn_app().await;
     let token = app.token_for("auth0|alice");
     let response = app
-        .http
-        .post(format!("{}/v1/token", app.address))
-        .json(&json!({
+        .post_json(&json!({
             "grant_type": GRANT,
             "audience": DEV_TARGET,
             "subject_token": token,
             "subject_token_type": JWT,
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
 }
 
@@ -198,12 +190,7 @@ async fn request_id_is_echoed_or_generated() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "abc-123");
-    let response = app
-        .http
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/healthz").await;
     assert_eq!(response.headers()["x-request-id"].len(), 36);
 }
 
@@ -267,12 +254,7 @@ async fn basic_authentication_without_configured_clients_is_refused() {
 #[tokio::test]
 async fn wrong_methods_get_405_with_allow_and_unknown_paths_a_json_404() {
     let app = spawn_app().await;
-    let response = app
-        .http
-        .get(format!("{}/v1/token", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v1/token").await;
     assert_eq!(response.headers()["allow"], "POST");
     assert_error(response, 405, "invalid_request").await;
     let response = app
@@ -283,12 +265,7 @@ async fn wrong_methods_get_405_with_allow_and_unknown_paths_a_json_404() {
         .unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET");
-    let response = app
-        .http
-        .get(format!("{}/v2/token", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/token").await;
     assert_error(response, 404, "not_found").await;
 }
 
