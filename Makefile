@@ -22,9 +22,17 @@ test: venv deploy-check contract
 	fi
 
 ## deploy-check: lint and render the Helm chart, validate manifests, check the Dockerfile
+## and the Prometheus alert rules
 deploy-check: venv
 	$(PYTHON) tests/deploy/check_chart.py
 	$(PYTHON) tests/deploy/check_dockerfile.py
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/prometheus/alerts.yaml; \
+	elif [ -n "$$CI" ] && [ "$$CI" != false ]; then \
+		echo "promtool is required in CI (Debian package prometheus)" >&2; exit 1; \
+	else \
+		echo "SKIPPED promtool check rules: promtool not installed (Debian package prometheus)"; \
+	fi
 
 ## contract: schemathesis against the dev stack, checked against openapi.yaml
 contract: venv
