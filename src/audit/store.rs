@@ -4,7 +4,7 @@ use super::{AuditError, IssuanceRecord, Revocation};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{PgPool, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -119,6 +119,39 @@ fn parse_sqlite_time(text: &str) -> Result<OffsetDateTime, AuditError> {
         .map_err(|e| AuditError::Store(format!("bad time {text:?} in the store: {e}")))
 }
 
+/// Runs `$body` once per engine, with `$pool` the engine's pool, `$time` turning a time into
+/// the engine's column value, and `$read` reading a nullable time column of a row; the two
+/// engines differ only there (Postgres has `timestamptz`, SQLite keeps RFC 3339 text).
+macro_rules! per_engine {
+    ($store:expr, |$pool:ident, $time:ident, $read:ident| $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $time = |t: OffsetDateTime| t;
+                #[allow(unused_variables)]
+                let $read = |r: &sqlx::postgres::PgRow,
+                             c: &str|
+                 -> Result<Option<OffsetDateTime>, AuditError> {
+                    Ok(r.try_get(c)?)
+                };
+                $body
+            }
+            Store::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $time = sqlite_time;
+                #[allow(unused_variables)]
+                let $read = |r: &sqlx::sqlite::SqliteRow,
+                             c: &str|
+                 -> Result<Option<OffsetDateTime>, AuditError> {
+                    let text: Option<String> = r.try_get(c)?;
+                    text.map(|t| parse_sqlite_time(&t)).transpose()
+                };
+                $body
+            }
+        }
+    };
+}
+
 impl Store {
     /// Connects to `database_url` (Postgres) or, when it is `None`, opens (creating) the
     /// SQLite file at `sqlite_path`.
@@ -179,11 +212,10 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        let result = match self {
-            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
-            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
-        };
-        result.is_ok()
+        per_engine!(self, |pool, _time, _read| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .is_ok())
     }
 
     /// Writes `rows` in one statement.
@@ -202,63 +234,28 @@ impl Store {
         &self,
         q: &IssuanceQuery,
     ) -> Result<Vec<StoredIssuance>, AuditError> {
-        match self {
-            Store::Postgres(pool) => {
-                let mut b = QueryBuilder::<Postgres>::new(format!(
-                    "SELECT id, {COLUMNS} FROM issuances WHERE TRUE"
-                ));
-                if let Some(s) = &q.subject {
-                    b.push(" AND subject = ").push_bind(s.clone());
-                }
-                if let Some(t) = &q.target {
-                    b.push(" AND target = ").push_bind(t.clone());
-                }
-                if let Some(t) = q.since {
-                    b.push(" AND issued_at >= ").push_bind(t);
-                }
-                if let Some(t) = q.until {
-                    b.push(" AND issued_at < ").push_bind(t);
-                }
-                if let Some(id) = q.before_id {
-                    b.push(" AND id < ").push_bind(id);
-                }
-                b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
-                let rows = b.build().fetch_all(pool).await?;
-                rows.iter()
-                    .map(|r| read_row(r, |r, c| Ok(r.try_get(c)?)))
-                    .collect()
+        per_engine!(self, |pool, time, read| {
+            let mut b =
+                QueryBuilder::new(format!("SELECT id, {COLUMNS} FROM issuances WHERE 1 = 1"));
+            if let Some(s) = &q.subject {
+                b.push(" AND subject = ").push_bind(s.clone());
             }
-            Store::Sqlite(pool) => {
-                let mut b = QueryBuilder::<Sqlite>::new(format!(
-                    "SELECT id, {COLUMNS} FROM issuances WHERE 1"
-                ));
-                if let Some(s) = &q.subject {
-                    b.push(" AND subject = ").push_bind(s.clone());
-                }
-                if let Some(t) = &q.target {
-                    b.push(" AND target = ").push_bind(t.clone());
-                }
-                if let Some(t) = q.since {
-                    b.push(" AND issued_at >= ").push_bind(sqlite_time(t));
-                }
-                if let Some(t) = q.until {
-                    b.push(" AND issued_at < ").push_bind(sqlite_time(t));
-                }
-                if let Some(id) = q.before_id {
-                    b.push(" AND id < ").push_bind(id);
-                }
-                b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
-                let rows = b.build().fetch_all(pool).await?;
-                rows.iter()
-                    .map(|r| {
-                        read_row(r, |r, c| {
-                            let text: Option<String> = r.try_get(c)?;
-                            text.map(|t| parse_sqlite_time(&t)).transpose()
-                        })
-                    })
-                    .collect()
+            if let Some(t) = &q.target {
+                b.push(" AND target = ").push_bind(t.clone());
             }
-        }
+            if let Some(t) = q.since {
+                b.push(" AND issued_at >= ").push_bind(time(t));
+            }
+            if let Some(t) = q.until {
+                b.push(" AND issued_at < ").push_bind(time(t));
+            }
+            if let Some(id) = q.before_id {
+                b.push(" AND id < ").push_bind(id);
+            }
+            b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+            let rows = b.build().fetch_all(pool).await?;
+            rows.iter().map(|r| read_row(r, read)).collect()
+        })
     }
 
     /// Creates or replaces the revocation of `r.subject`.
@@ -267,46 +264,26 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (subject) DO UPDATE SET revoked_until = excluded.revoked_until, \
              reason = excluded.reason, created_at = excluded.created_at, created_by = excluded.created_by";
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query(SQL)
-                    .bind(&r.subject)
-                    .bind(r.until)
-                    .bind(&r.reason)
-                    .bind(r.created_at)
-                    .bind(&r.created_by)
-                    .execute(pool)
-                    .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(SQL)
-                    .bind(&r.subject)
-                    .bind(sqlite_time(r.until))
-                    .bind(&r.reason)
-                    .bind(sqlite_time(r.created_at))
-                    .bind(&r.created_by)
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        per_engine!(self, |pool, time, _read| sqlx::query(SQL)
+            .bind(&r.subject)
+            .bind(time(r.until))
+            .bind(&r.reason)
+            .bind(time(r.created_at))
+            .bind(&r.created_by)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// Lifts the revocation of `subject`; false when there was none.
     pub async fn delete_revocation(&self, subject: &str) -> Result<bool, AuditError> {
         const SQL: &str = "DELETE FROM revocations WHERE subject = $1";
-        let affected = match self {
-            Store::Postgres(pool) => sqlx::query(SQL)
-                .bind(subject)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(SQL)
-                .bind(subject)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let affected = per_engine!(self, |pool, _time, _read| sqlx::query(SQL)
+            .bind(subject)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(affected > 0)
     }
 
@@ -317,39 +294,20 @@ impl Store {
     ) -> Result<Vec<Revocation>, AuditError> {
         const SQL: &str = "SELECT subject, revoked_until, reason, created_at, created_by \
              FROM revocations WHERE revoked_until > $1";
-        match self {
-            Store::Postgres(pool) => {
-                let rows = sqlx::query(SQL).bind(now).fetch_all(pool).await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(Revocation {
-                            subject: r.try_get("subject")?,
-                            until: r.try_get("revoked_until")?,
-                            reason: r.try_get("reason")?,
-                            created_at: r.try_get("created_at")?,
-                            created_by: r.try_get("created_by")?,
-                        })
+        per_engine!(self, |pool, time, read| {
+            let rows = sqlx::query(SQL).bind(time(now)).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Revocation {
+                        subject: r.try_get("subject")?,
+                        until: required(read(r, "revoked_until")?)?,
+                        reason: r.try_get("reason")?,
+                        created_at: required(read(r, "created_at")?)?,
+                        created_by: r.try_get("created_by")?,
                     })
-                    .collect()
-            }
-            Store::Sqlite(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(sqlite_time(now))
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(Revocation {
-                            subject: r.try_get("subject")?,
-                            until: parse_sqlite_time(&r.try_get::<String, _>("revoked_until")?)?,
-                            reason: r.try_get("reason")?,
-                            created_at: parse_sqlite_time(&r.try_get::<String, _>("created_at")?)?,
-                            created_by: r.try_get("created_by")?,
-                        })
-                    })
-                    .collect()
-            }
-        }
+                })
+                .collect()
+        })
     }
 
     /// Records what an administrator did.
@@ -357,30 +315,16 @@ impl Store {
         const SQL: &str =
             "INSERT INTO admin_actions (at, request_id, actor, action, subject, detail) \
              VALUES ($1, $2, $3, $4, $5, $6)";
-        match self {
-            Store::Postgres(pool) => {
-                sqlx::query(SQL)
-                    .bind(a.at)
-                    .bind(&a.request_id)
-                    .bind(&a.actor)
-                    .bind(a.action)
-                    .bind(&a.subject)
-                    .bind(&a.detail)
-                    .execute(pool)
-                    .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(SQL)
-                    .bind(sqlite_time(a.at))
-                    .bind(&a.request_id)
-                    .bind(&a.actor)
-                    .bind(a.action)
-                    .bind(&a.subject)
-                    .bind(&a.detail)
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        per_engine!(self, |pool, time, _read| sqlx::query(SQL)
+            .bind(time(a.at))
+            .bind(&a.request_id)
+            .bind(&a.actor)
+            .bind(a.action)
+            .bind(&a.subject)
+            .bind(&a.detail)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -392,22 +336,17 @@ impl Store {
     ) -> Result<u64, AuditError> {
         const SQL: &str = "DELETE FROM issuances WHERE id IN \
              (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
-        let affected = match self {
-            Store::Postgres(pool) => sqlx::query(SQL)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(SQL)
-                .bind(sqlite_time(cutoff))
-                .bind(batch)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
-        Ok(affected)
+        Ok(per_engine!(self, |pool, time, _read| sqlx::query(SQL)
+            .bind(time(cutoff))
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected()))
     }
+}
+
+fn required(time: Option<OffsetDateTime>) -> Result<OffsetDateTime, AuditError> {
+    time.ok_or_else(|| AuditError::Store("a required time column is empty".into()))
 }
 
 /// One multi-row insert: arrays unnested server-side.
