@@ -20,9 +20,10 @@ pub const DEV_GROUPS_CLAIM: &str = "https://sts-bridge.dev/groups";
 /// Namespaced claim the dev issuer puts roles in.
 pub const DEV_ROLES_CLAIM: &str = "https://sts-bridge.dev/roles";
 
-/// One RSA signing key and its public forms.
+/// One signing key and its public forms.
 struct SigningKey {
     kid: String,
+    algorithm: Algorithm,
     encoding: EncodingKey,
     jwk: Jwk,
     public_pem: String,
@@ -30,6 +31,31 @@ struct SigningKey {
 }
 
 impl SigningKey {
+    /// A P-256 key for ES256.
+    fn generate_ec(kid: String, published: bool) -> Self {
+        use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let private = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
+        let pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PKCS#8 encoding");
+        let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).expect("EC key");
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).expect("JWK");
+        jwk.common.key_id = Some(kid.clone());
+        let public_pem = private
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("public key PEM");
+        Self {
+            kid,
+            algorithm: Algorithm::ES256,
+            encoding,
+            jwk,
+            public_pem,
+            published,
+        }
+    }
+
+    /// A 2048-bit RSA key for RS256.
     fn generate(kid: String, published: bool) -> Self {
         let private =
             RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
@@ -45,6 +71,7 @@ impl SigningKey {
             .expect("public key PEM");
         Self {
             kid,
+            algorithm: Algorithm::RS256,
             encoding,
             jwk,
             public_pem,
@@ -138,7 +165,7 @@ impl DevIssuer {
         self.state.claims(req)
     }
 
-    /// Signs `claims` with key `kid` (RS256), published or not.
+    /// Signs `claims` with key `kid` (RS256 or ES256, as the key is), published or not.
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
         self.state.sign(kid, claims)
     }
@@ -169,6 +196,14 @@ impl DevIssuer {
         let mut keys = self.state.keys.lock().expect("keys");
         let kid = format!("dev-key-{}", keys.len() + 1);
         keys.push(SigningKey::generate(kid.clone(), publish));
+        kid
+    }
+
+    /// Generates a P-256 (ES256) key, published in the JWKS now or later; returns its kid.
+    pub fn add_ec_key(&self, publish: bool) -> String {
+        let mut keys = self.state.keys.lock().expect("keys");
+        let kid = format!("dev-key-{}", keys.len() + 1);
+        keys.push(SigningKey::generate_ec(kid.clone(), publish));
         kid
     }
 
@@ -210,7 +245,14 @@ impl State {
     }
 
     fn sign(&self, kid: &str, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::RS256);
+        let algorithm = {
+            let keys = self.keys.lock().expect("keys");
+            keys.iter()
+                .find(|k| k.kid == kid)
+                .expect("known kid")
+                .algorithm
+        };
+        let mut header = Header::new(algorithm);
         header.kid = Some(kid.to_owned());
         header.typ = Some("at+jwt".into());
         self.sign_with_header(&header, claims)

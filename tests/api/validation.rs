@@ -151,3 +151,36 @@ async fn token_with_trailing_newline_is_accepted() {
     let (status, body) = status_json(app.exchange(&token).await).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn es256_tokens_are_accepted_when_the_issuer_allows_es256() {
+    let app = spawn_app_with(|s| {
+        s.issuers[0].algorithms = vec!["RS256".into(), "ES256".into()];
+        s.issuers[0].jwks_min_refetch_secs = 1;
+    })
+    .await;
+    let kid = app.issuer.add_ec_key(true);
+    let token = app.issuer.sign(&kid, &alice_claims(&app));
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().alg,
+        Algorithm::ES256
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let (status, body) = status_json(app.exchange(&token).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn es256_tokens_are_refused_when_only_rs256_is_configured() {
+    let app = spawn_app().await;
+    // The algorithm is refused before any key lookup, published or not.
+    let kid = app.issuer.add_ec_key(false);
+    let token = app.issuer.sign(&kid, &alice_claims(&app));
+    assert_refused(
+        &app,
+        &token,
+        "signing algorithm ES256 is not accepted; accepted: RS256",
+    )
+    .await;
+}
