@@ -279,7 +279,7 @@ impl Broker {
                 .cache
                 .try_get_with(key.clone(), async {
                     fetched = true;
-                    self.fetch(&target, &key, &req.subject_token).await
+                    fetch(&self.sts, &target, &key, &req.subject_token).await
                 })
                 .await
                 .map_err(|e| BrokerError::Google((*e).clone()))?,
@@ -355,15 +355,6 @@ impl Broker {
             }
         }
         record
-    }
-
-    async fn fetch(
-        &self,
-        target: &Target,
-        key: &CacheKey,
-        subject_token: &Token,
-    ) -> Result<Arc<CachedCredential>, GoogleError> {
-        fetch(&self.sts, target, key, subject_token).await
     }
 
     fn refresh_in_background(

@@ -39,20 +39,11 @@ impl SigningKey {
             .to_pkcs8_pem(LineEnding::LF)
             .expect("PKCS#8 encoding");
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).expect("EC key");
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).expect("JWK");
-        jwk.common.key_id = Some(kid.clone());
         let public_pem = private
             .public_key()
             .to_public_key_pem(LineEnding::LF)
             .expect("public key PEM");
-        Self {
-            kid,
-            algorithm: Algorithm::ES256,
-            encoding,
-            jwk,
-            public_pem,
-            published,
-        }
+        Self::new(kid, Algorithm::ES256, encoding, public_pem, published)
     }
 
     /// A 2048-bit RSA key for RS256.
@@ -63,15 +54,26 @@ impl SigningKey {
             .to_pkcs1_pem(LineEnding::LF)
             .expect("PKCS#1 encoding");
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("RSA key");
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).expect("JWK");
-        jwk.common.key_id = Some(kid.clone());
         let public_pem = private
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)
             .expect("public key PEM");
+        Self::new(kid, Algorithm::RS256, encoding, public_pem, published)
+    }
+
+    /// The key with its JWK (named `kid`) derived from the private key.
+    fn new(
+        kid: String,
+        algorithm: Algorithm,
+        encoding: EncodingKey,
+        public_pem: String,
+        published: bool,
+    ) -> Self {
+        let mut jwk = Jwk::from_encoding_key(&encoding, algorithm).expect("JWK");
+        jwk.common.key_id = Some(kid.clone());
         Self {
             kid,
-            algorithm: Algorithm::RS256,
+            algorithm,
             encoding,
             jwk,
             public_pem,
@@ -193,17 +195,18 @@ impl DevIssuer {
 
     /// Generates a new key, published in the JWKS now or later; returns its kid.
     pub fn add_key(&self, publish: bool) -> String {
-        let mut keys = self.state.keys.lock().expect("keys");
-        let kid = format!("dev-key-{}", keys.len() + 1);
-        keys.push(SigningKey::generate(kid.clone(), publish));
-        kid
+        self.add(SigningKey::generate, publish)
     }
 
     /// Generates a P-256 (ES256) key, published in the JWKS now or later; returns its kid.
     pub fn add_ec_key(&self, publish: bool) -> String {
+        self.add(SigningKey::generate_ec, publish)
+    }
+
+    fn add(&self, generate: fn(String, bool) -> SigningKey, publish: bool) -> String {
         let mut keys = self.state.keys.lock().expect("keys");
         let kid = format!("dev-key-{}", keys.len() + 1);
-        keys.push(SigningKey::generate_ec(kid.clone(), publish));
+        keys.push(generate(kid.clone(), publish));
         kid
     }
 

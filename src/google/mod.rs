@@ -10,8 +10,6 @@ pub enum GoogleError {
     /// Google refused the request; `error` is its RFC 6749 code, `description` its reason.
     #[error("Google STS refused the exchange ({error}): {description}")]
     Refused {
-        /// HTTP status Google answered with.
-        status: u16,
         /// RFC 6749 error code from Google.
         error: String,
         /// Google's description.

@@ -102,7 +102,6 @@ impl StsClient {
             GoogleError::BadResponse(format!("HTTP {status} without an OAuth error body"))
         })?;
         Err(GoogleError::Refused {
-            status: status.as_u16(),
             error: failure.error,
             description: failure.error_description.unwrap_or_default(),
         })
