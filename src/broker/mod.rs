@@ -17,18 +17,6 @@ use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// RFC 8693 token type of a JWT.
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// RFC 8693 token type of an OAuth access token.
-pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// RFC 8693 token type of an OpenID Connect ID token.
-pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-/// Subject token types a caller may present.
-pub const SUBJECT_TOKEN_TYPES: &[&str] =
-    &[TOKEN_TYPE_JWT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN];
-/// Subject token types Google STS accepts for an OIDC workforce provider.
-pub const UPSTREAM_SUBJECT_TOKEN_TYPES: &[&str] = &[TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN];
-
 /// A validated-in-form exchange request (the route layer has parsed the wire format).
 #[derive(Debug)]
 pub struct ExchangeRequest {

@@ -90,7 +90,8 @@ impl Target {
     /// The Google principal a credential of this target acts as for `subject`, with the
     /// attribute mapping `google.subject=assertion.sub`.
     pub fn principal_for(&self, subject: &str) -> Option<String> {
-        let (location, pool, _) = crate::config::parse_workforce_provider(&self.settings.provider)?;
+        let (location, pool, _) =
+            crate::google::provider::parse_workforce_provider(&self.settings.provider)?;
         Some(format!(
             "principal://iam.googleapis.com/locations/{location}/workforcePools/{pool}/subject/{subject}"
         ))

@@ -209,7 +209,7 @@ fn check(call: &StsCall) -> Result<(String, String), Refusal> {
         ));
     }
     let audience = call.field("audience").unwrap_or_default();
-    if crate::config::parse_workforce_provider(audience).is_none() {
+    if crate::google::provider::parse_workforce_provider(audience).is_none() {
         return Err(bad(
             "invalid_target",
             "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.",

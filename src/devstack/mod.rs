@@ -84,7 +84,7 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             user_project: Some(DEV_USER_PROJECT.into()),
             allowed_scopes: vec![CLOUD_PLATFORM.into(), BIGQUERY.into()],
             default_scopes: vec![CLOUD_PLATFORM.into()],
-            subject_token_type: crate::broker::TOKEN_TYPE_JWT.into(),
+            subject_token_type: crate::rfc8693::TOKEN_TYPE_JWT.into(),
         }],
         log: LogSettings {
             format: "text".into(),
@@ -106,7 +106,7 @@ pub fn external_account_file(
     let mut file = serde_json::json!({
         "type": "external_account",
         "audience": DEV_PROVIDER,
-        "subject_token_type": crate::broker::TOKEN_TYPE_JWT,
+        "subject_token_type": crate::rfc8693::TOKEN_TYPE_JWT,
         "token_url": format!("{service}/v1/token"),
         "credential_source": { "file": token_file.display().to_string() },
     });

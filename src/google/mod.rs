@@ -1,5 +1,6 @@
 //! Outbound calls to Google: the Security Token Service.
 
+pub mod provider;
 mod sts;
 
 pub use sts::{StsClient, StsRequest, StsToken};

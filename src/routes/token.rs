@@ -2,10 +2,9 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::broker::{
-    ExchangeRequest, Issued, RequestContext, SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN,
-};
+use crate::broker::{ExchangeRequest, Issued, RequestContext};
 use crate::config::ClientSettings;
+use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
 use crate::secret::{fingerprint, Token};
 use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};

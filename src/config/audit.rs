@@ -1,0 +1,158 @@
+//! `[audit]`: where and how issuance records are kept.
+
+use super::{invalid, ConfigError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where and how issuance records are kept.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `postgres://…`; unset means the embedded SQLite file. `DATABASE_URL` overrides it.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// SQLite file used when no database URL is set.
+    #[serde(default = "default_sqlite_path")]
+    pub sqlite_path: PathBuf,
+    /// Database connections.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Records older than this many days are purged.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Seconds between two purges.
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_secs: u64,
+    /// Records waiting to be written, at most.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Records written in one statement, at most.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a request waits for room in a full queue before it is refused (ms).
+    #[serde(default = "default_enqueue_timeout")]
+    pub enqueue_timeout_ms: u64,
+    /// How long a request waits for its record's commit before it is refused (ms).
+    #[serde(default = "default_commit_timeout")]
+    pub commit_timeout_ms: u64,
+    /// Seconds between two reloads of the revocations table.
+    #[serde(default = "default_revocation_poll")]
+    pub revocation_poll_secs: u64,
+}
+
+impl std::fmt::Debug for AuditSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The database URL may carry a password.
+        f.debug_struct("AuditSettings")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("sqlite_path", &self.sqlite_path)
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("data/sts-bridge.sqlite")
+}
+fn default_pool_size() -> u32 {
+    8
+}
+fn default_retention_days() -> u32 {
+    400
+}
+fn default_purge_interval() -> u64 {
+    3600
+}
+fn default_queue_capacity() -> usize {
+    10_000
+}
+fn default_max_batch() -> usize {
+    512
+}
+fn default_enqueue_timeout() -> u64 {
+    100
+}
+fn default_commit_timeout() -> u64 {
+    5_000
+}
+fn default_revocation_poll() -> u64 {
+    10
+}
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            sqlite_path: default_sqlite_path(),
+            pool_size: default_pool_size(),
+            retention_days: default_retention_days(),
+            purge_interval_secs: default_purge_interval(),
+            queue_capacity: default_queue_capacity(),
+            max_batch: default_max_batch(),
+            enqueue_timeout_ms: default_enqueue_timeout(),
+            commit_timeout_ms: default_commit_timeout(),
+            revocation_poll_secs: default_revocation_poll(),
+        }
+    }
+}
+
+impl AuditSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "audit.database_url",
+                    "must be a postgres:// URL (leave it unset for the embedded SQLite file)",
+                ));
+            }
+        }
+        let checks: [(&str, bool, &str); 8] = [
+            (
+                "audit.pool_size",
+                (1..=100).contains(&self.pool_size),
+                "between 1 and 100",
+            ),
+            (
+                "audit.retention_days",
+                self.retention_days >= 1,
+                "at least 1",
+            ),
+            (
+                "audit.purge_interval_secs",
+                self.purge_interval_secs >= 1,
+                "at least 1",
+            ),
+            (
+                "audit.queue_capacity",
+                (1..=1_000_000).contains(&self.queue_capacity),
+                "between 1 and 1000000",
+            ),
+            // 17 bound columns per row; SQLite allows 32766 parameters per statement.
+            (
+                "audit.max_batch",
+                (1..=1900).contains(&self.max_batch),
+                "between 1 and 1900",
+            ),
+            (
+                "audit.enqueue_timeout_ms",
+                (1..=10_000).contains(&self.enqueue_timeout_ms),
+                "between 1 and 10000",
+            ),
+            (
+                "audit.commit_timeout_ms",
+                (100..=60_000).contains(&self.commit_timeout_ms),
+                "between 100 and 60000",
+            ),
+            (
+                "audit.revocation_poll_secs",
+                (1..=3600).contains(&self.revocation_poll_secs),
+                "between 1 and 3600",
+            ),
+        ];
+        for (key, ok, rule) in checks {
+            if !ok {
+                return Err(invalid(key, format!("must be {rule}")));
+            }
+        }
+        Ok(())
+    }
+}

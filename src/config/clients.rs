@@ -1,0 +1,28 @@
+//! `[[clients]]`: clients that authenticate with HTTP Basic.
+
+use super::{invalid, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// A client that authenticates with HTTP Basic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Client id.
+    pub id: String,
+    /// SHA-256 of the client secret, hex; the secret itself is never configured.
+    pub secret_sha256: String,
+}
+
+impl ClientSettings {
+    pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let ok = self.secret_sha256.len() == 64
+            && self.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok {
+            return Err(invalid(
+                format!("{key}.secret_sha256"),
+                "must be 64 hex characters (the SHA-256 of the secret)",
+            ));
+        }
+        Ok(())
+    }
+}

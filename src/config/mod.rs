@@ -1,0 +1,335 @@
+//! Typed configuration: a TOML file plus `STS_BRIDGE__SECTION__KEY` environment overrides,
+//! validated once at start-up with errors that name the key. One file per section; this module
+//! imports nothing else from the crate but the RFC 8693 constants and the provider-name parser.
+
+mod admin;
+mod audit;
+mod cache;
+mod clients;
+mod google;
+mod issuers;
+mod log;
+mod targets;
+
+pub use admin::AdminSettings;
+pub use audit::AuditSettings;
+pub use cache::{CacheSettings, MIN_REFRESH_MARGIN_SECS};
+pub use clients::ClientSettings;
+pub use google::GoogleSettings;
+pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS};
+pub use log::LogSettings;
+pub use targets::{TargetKind, TargetSettings};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The whole configuration of one sts-bridge process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP listener binds to.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Trusted token issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerSettings>,
+    /// Google credentials the service can hand out.
+    #[serde(default)]
+    pub targets: Vec<TargetSettings>,
+    /// Clients allowed to authenticate with HTTP Basic.
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    /// Google endpoints and outbound HTTP behaviour.
+    #[serde(default)]
+    pub google: GoogleSettings,
+    /// Credential cache.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Issuance records.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// Admin API.
+    #[serde(default)]
+    pub admin: AdminSettings,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            issuers: Vec::new(),
+            targets: Vec::new(),
+            clients: Vec::new(),
+            google: GoogleSettings::default(),
+            cache: CacheSettings::default(),
+            log: LogSettings::default(),
+            audit: AuditSettings::default(),
+            admin: AdminSettings::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or has the wrong shape.
+    #[error("configuration could not be loaded: {0}")]
+    Load(String),
+    /// A value is present but unacceptable.
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `targets[0].provider`.
+        key: String,
+        /// What is wrong and what would be accepted.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Loads `path` (when given) and the `STS_BRIDGE__…` environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("STS_BRIDGE__").split("__"));
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        // The conventional variable wins, so platforms that inject it need no mapping.
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            settings.audit.database_url = Some(url);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every rule a running service relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.issuers.is_empty() {
+            return Err(invalid(
+                "issuers",
+                "at least one trusted issuer is required",
+            ));
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            issuer.validate(&format!("issuers[{i}]"))?;
+        }
+        let mut seen = HashSet::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if !seen.insert(&issuer.issuer) {
+                return Err(invalid(format!("issuers[{i}].issuer"), "listed twice"));
+            }
+        }
+        if self.targets.is_empty() {
+            return Err(invalid("targets", "at least one target is required"));
+        }
+        let mut names = HashSet::new();
+        let mut providers = HashSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            let key = format!("targets[{i}]");
+            target.validate(&key)?;
+            if !names.insert(&target.name) {
+                return Err(invalid(format!("{key}.name"), "target name used twice"));
+            }
+            if !providers.insert(&target.provider) {
+                return Err(invalid(
+                    format!("{key}.provider"),
+                    "two targets name the same provider, so an audience could not tell them apart",
+                ));
+            }
+        }
+        for (i, client) in self.clients.iter().enumerate() {
+            client.validate(&format!("clients[{i}]"))?;
+        }
+        self.google.validate()?;
+        self.cache.validate()?;
+        self.audit.validate()?;
+        if self.admin.permission.is_empty() {
+            return Err(invalid("admin.permission", "must not be empty"));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            return Err(invalid("log.format", "must be `json` or `text`"));
+        }
+        Ok(())
+    }
+}
+
+/// `https://` anywhere; plain `http://` only towards the loopback interface.
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let url =
+        url::Url::parse(value).map_err(|e| invalid(key, format!("`{value}` is not a URL: {e}")))?;
+    if is_secure_url(&url) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{value}` must use https (plain http is allowed only for loopback addresses)"),
+        ))
+    }
+}
+
+/// Whether `url` may be fetched: `https://` anywhere, plain `http://` only on loopback.
+pub fn is_secure_url(url: &url::Url) -> bool {
+    url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(url))
+}
+
+/// Whether `url` points at this machine's loopback interface.
+pub fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Settings {
+        Settings {
+            issuers: vec![IssuerSettings {
+                issuer: "https://tenant.auth0.com/".into(),
+                audiences: vec!["https://sts-bridge".into()],
+                algorithms: vec!["RS256".into()],
+                leeway_secs: 30,
+                groups_claim: None,
+                roles_claim: None,
+                jwks_min_refetch_secs: 60,
+                jwks_refresh_secs: 300,
+                discovery_url: None,
+            }],
+            targets: vec![TargetSettings {
+                name: "bigquery".into(),
+                kind: TargetKind::Workforce,
+                provider: "//iam.googleapis.com/locations/global/workforcePools/p/providers/a0"
+                    .into(),
+                user_project: Some("123".into()),
+                allowed_scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+                default_scopes: vec![],
+                subject_token_type: crate::rfc8693::TOKEN_TYPE_JWT.into(),
+            }],
+            ..Settings::default()
+        }
+    }
+
+    fn problem_key(s: &Settings) -> String {
+        match s.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
+    fn the_documented_example_configuration_is_valid() {
+        // Inside a jail: the environment is process-wide and another test changes it.
+        figment::Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+            let s = Settings::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(s.targets[0].name, "bigquery");
+            assert_eq!(s.issuers[0].issuer, "https://example-tenant.eu.auth0.com/");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_complete_configuration_is_accepted() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn hmac_algorithms_are_refused_by_key() {
+        let mut s = valid();
+        s.issuers[0].algorithms = vec!["HS256".into()];
+        assert_eq!(problem_key(&s), "issuers[0].algorithms");
+    }
+
+    #[test]
+    fn refresh_margin_below_google_clients_threshold_is_refused() {
+        let mut s = valid();
+        s.cache.refresh_margin_secs = 200;
+        assert_eq!(problem_key(&s), "cache.refresh_margin_secs");
+    }
+
+    #[test]
+    fn malformed_provider_is_refused_by_key() {
+        let mut s = valid();
+        s.targets[0].provider =
+            "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x"
+                .into();
+        assert_eq!(problem_key(&s), "targets[0].provider");
+    }
+
+    #[test]
+    fn plain_http_issuer_is_refused_unless_loopback() {
+        let mut s = valid();
+        s.issuers[0].issuer = "http://tenant.auth0.com/".into();
+        assert_eq!(problem_key(&s), "issuers[0].issuer");
+        s.issuers[0].issuer = "http://127.0.0.1:9000/".into();
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn default_scope_outside_allowed_is_refused() {
+        let mut s = valid();
+        s.targets[0].default_scopes = vec!["https://www.googleapis.com/auth/bigquery".into()];
+        assert_eq!(problem_key(&s), "targets[0].default_scopes");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let text = r#"
+            [[issuers]]
+            issuer = "https://tenant.auth0.com/"
+            audiences = ["https://sts-bridge"]
+            [[targets]]
+            name = "bq"
+            kind = "workforce"
+            provider = "//iam.googleapis.com/locations/global/workforcePools/p/providers/a0"
+            allowed_scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+            [cache]
+            max_entries = 10
+        "#;
+        std::fs::write(&path, text).unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STS_BRIDGE__CACHE__MAX_ENTRIES", "77");
+            let s = Settings::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(s.cache.max_entries, 77);
+            assert_eq!(s.targets[0].name, "bq");
+            jail.set_env("STS_BRIDGE__CACHE__REFRESH_MARGIN_SECS", "10");
+            let err = Settings::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains("cache.refresh_margin_secs"), "{err}");
+            Ok(())
+        });
+    }
+}
