@@ -8,6 +8,7 @@ pub mod devstack;
 pub mod google;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod rfc8693;
 pub mod routes;
 pub mod secret;

@@ -84,7 +84,12 @@ async fn main() -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Migrate { config } => migrate(config).await,
         Command::CheckConfig { config } => Settings::load(config.as_deref())
-            .map(|_| println!("configuration is valid"))
+            .map(|settings| {
+                for warning in settings.warnings() {
+                    println!("warning: {warning}");
+                }
+                println!("configuration is valid");
+            })
             .map_err(|e| e.to_string()),
         Command::Dev(args) => match args.command {
             Some(DevCommand::Token {

@@ -57,7 +57,8 @@ impl CacheKey {
 }
 
 /// Hash of the claims Google's attribute mapping and conditions may use: a changed group
-/// membership, or a token from another client or for another audience, must not reuse a
+/// membership, or a token from another client, for another audience or with any other
+/// claim changed (the validator's digest of all but the time claims), must not reuse a
 /// credential minted for the old one.
 fn claims_digest(identity: &Identity) -> [u8; 32] {
     let mut hasher = Sha256::new();
@@ -68,6 +69,7 @@ fn claims_digest(identity: &Identity) -> [u8; 32] {
         ("permissions", &identity.permissions),
         ("audiences", &identity.audiences),
         ("client", &client),
+        ("grant_types", &identity.grant_types),
     ] {
         let mut sorted: Vec<&String> = values.iter().collect();
         sorted.sort();
@@ -78,6 +80,7 @@ fn claims_digest(identity: &Identity) -> [u8; 32] {
             hasher.update(v.as_bytes());
         }
     }
+    hasher.update(identity.claims_digest);
     hasher.finalize().into()
 }
 

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::google::{GoogleError, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
+use crate::policy::{self, PolicyError};
 use crate::secret::Token;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +99,9 @@ pub enum BrokerError {
     /// The audience or scopes cannot be served.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The target's policy does not let this caller through.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The request contradicts the target's configuration.
     #[error("{0}")]
     InvalidRequest(String),
@@ -127,6 +131,7 @@ impl BrokerError {
             BrokerError::Identity(_) => "invalid_grant",
             BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
             BrokerError::Target(_) => "invalid_scope",
+            BrokerError::Policy(p) => p.oauth_code(),
             BrokerError::InvalidRequest(_) => "invalid_request",
             BrokerError::Revoked { .. } => "access_denied",
             BrokerError::Audit(_) => "temporarily_unavailable",
@@ -253,6 +258,7 @@ impl Broker {
             });
         }
         let target = self.targets.resolve(&req.audience)?;
+        policy::check(&target.settings.policy, &target.name, identity)?;
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
@@ -288,7 +294,10 @@ impl Broker {
         }
         Ok(Decision {
             access_token: entry.token.clone(),
-            expires_in: entry.remaining().as_secs().max(1),
+            expires_in: policy::capped_lifetime(
+                &target.settings.policy,
+                entry.remaining().as_secs(),
+            ),
             scope,
             source: if fetched { Source::Sts } else { Source::Cache },
             google_principal: target.principal_for(&identity.subject),

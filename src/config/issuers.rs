@@ -39,6 +39,11 @@ pub struct IssuerSettings {
     /// Discovery document URL; defaults to `<issuer>/.well-known/openid-configuration`.
     #[serde(default)]
     pub discovery_url: Option<String>,
+    /// Claims that tell two tokens' credentials apart in the cache. Unset: every claim
+    /// but `exp`, `iat`, `nbf`, `auth_time` and `jti`, so a token differing in anything
+    /// Google could map never receives a credential minted for another.
+    #[serde(default)]
+    pub cache_key_claims: Option<Vec<String>>,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -9,6 +9,7 @@ mod clients;
 mod google;
 mod issuers;
 mod log;
+mod policy;
 mod targets;
 
 pub use admin::AdminSettings;
@@ -18,6 +19,7 @@ pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS};
 pub use log::LogSettings;
+pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
 pub use targets::{TargetKind, TargetSettings};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -128,6 +130,22 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Facts that do not stop the service but that an operator should see: a target whose
+    /// policy names nobody serves nobody.
+    pub fn warnings(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.policy.names_anyone())
+            .map(|(i, t)| {
+                format!(
+                    "configuration key `targets[{i}].policy`: target {} names no permission, role, group or client, so it refuses everyone",
+                    t.name
+                )
+            })
+            .collect()
+    }
+
     /// Checks every rule a running service relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.issuers.is_empty() {
@@ -224,6 +242,7 @@ mod tests {
                 jwks_min_refetch_secs: 60,
                 jwks_refresh_secs: 300,
                 discovery_url: None,
+                cache_key_claims: None,
             }],
             targets: vec![TargetSettings {
                 name: "bigquery".into(),
@@ -234,6 +253,10 @@ mod tests {
                 allowed_scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
                 default_scopes: vec![],
                 subject_token_type: crate::rfc8693::TOKEN_TYPE_JWT.into(),
+                policy: PolicySettings {
+                    any_groups: vec!["analysts".into()],
+                    ..PolicySettings::default()
+                },
             }],
             ..Settings::default()
         }
@@ -255,6 +278,7 @@ mod tests {
             let s = Settings::load(Some(&path)).map_err(|e| e.to_string())?;
             assert_eq!(s.targets[0].name, "bigquery");
             assert_eq!(s.issuers[0].issuer, "https://example-tenant.eu.auth0.com/");
+            assert!(s.warnings().is_empty(), "{:?}", s.warnings());
             Ok(())
         });
     }
@@ -294,6 +318,29 @@ mod tests {
         assert_eq!(problem_key(&s), "issuers[0].issuer");
         s.issuers[0].issuer = "http://127.0.0.1:9000/".into();
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn a_target_naming_nobody_is_valid_but_warned_about_by_key() {
+        let mut s = valid();
+        assert!(s.warnings().is_empty());
+        s.targets[0].policy = PolicySettings::default();
+        s.validate().unwrap();
+        let warnings = s.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("targets[0].policy") && warnings[0].contains("bigquery"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_lifetime_cap_outside_googles_range_is_refused_by_key() {
+        let mut s = valid();
+        s.targets[0].policy.max_lifetime_secs = 120;
+        assert_eq!(problem_key(&s), "targets[0].policy.max_lifetime_secs");
+        s.targets[0].policy.max_lifetime_secs = 7200;
+        assert_eq!(problem_key(&s), "targets[0].policy.max_lifetime_secs");
     }
 
     #[test]

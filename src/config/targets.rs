@@ -1,6 +1,6 @@
 //! `[[targets]]`: the named ways to make a Google credential.
 
-use super::{invalid, ConfigError};
+use super::{invalid, ConfigError, PolicySettings};
 use crate::google::provider::parse_workforce_provider;
 use crate::rfc8693::{TOKEN_TYPE_JWT, UPSTREAM_SUBJECT_TOKEN_TYPES};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,9 @@ pub struct TargetSettings {
     /// `subject_token_type` sent to Google STS.
     #[serde(default = "default_upstream_token_type")]
     pub subject_token_type: String,
+    /// Who may use this target; nobody when it names no one.
+    #[serde(default)]
+    pub policy: PolicySettings,
 }
 
 fn default_upstream_token_type() -> String {
@@ -92,6 +95,6 @@ impl TargetSettings {
                 format!("must be one of {}", UPSTREAM_SUBJECT_TOKEN_TYPES.join(", ")),
             ));
         }
-        Ok(())
+        self.policy.validate(&format!("{key}.policy"))
     }
 }

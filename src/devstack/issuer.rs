@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 
 /// API identifier (`aud`) of tokens minted for sts-bridge.
 pub const DEV_AUDIENCE: &str = "https://sts-bridge.dev/api";
+/// `azp` of every token the dev issuer mints unless `extra` overrides it.
+pub const DEV_CLIENT: &str = "dev-client";
 /// Namespaced claim the dev issuer puts groups in, as Auth0 Actions do.
 pub const DEV_GROUPS_CLAIM: &str = "https://sts-bridge.dev/groups";
 /// Namespaced claim the dev issuer puts roles in.
@@ -102,6 +104,9 @@ pub struct MintRequest {
     /// Lifetime in seconds (default 3600).
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// Further claims, set last so they may replace any of the above (`azp`, `gty`, ...).
+    #[serde(default)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 struct State {
@@ -277,7 +282,7 @@ impl State {
             "aud": [DEV_AUDIENCE, format!("{}userinfo", self.url)],
             "iat": now,
             "exp": now + req.ttl_secs.unwrap_or(3600),
-            "azp": "dev-client",
+            "azp": DEV_CLIENT,
             "scope": req.scope.clone().unwrap_or_else(|| "openid profile".into()),
             "permissions": req.permissions,
             DEV_GROUPS_CLAIM: req.groups,
@@ -285,6 +290,9 @@ impl State {
         });
         if machine {
             claims["gty"] = json!("client-credentials");
+        }
+        for (name, value) in &req.extra {
+            claims[name] = value.clone();
         }
         claims
     }

@@ -6,9 +6,13 @@ mod google;
 mod issuer;
 
 pub use google::{GoogleStandIn, IssuedToken, StsCall};
-pub use issuer::{DevIssuer, MintRequest, DEV_AUDIENCE, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM};
+pub use issuer::{
+    DevIssuer, MintRequest, DEV_AUDIENCE, DEV_CLIENT, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM,
+};
 
-use crate::config::{IssuerSettings, LogSettings, Settings, TargetKind, TargetSettings};
+use crate::config::{
+    IssuerSettings, LogSettings, PolicySettings, Settings, TargetKind, TargetSettings,
+};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
@@ -76,6 +80,7 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             jwks_min_refetch_secs: 60,
             jwks_refresh_secs: 300,
             discovery_url: None,
+            cache_key_claims: None,
         }],
         targets: vec![TargetSettings {
             name: DEV_TARGET.into(),
@@ -85,6 +90,12 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             allowed_scopes: vec![CLOUD_PLATFORM.into(), BIGQUERY.into()],
             default_scopes: vec![CLOUD_PLATFORM.into()],
             subject_token_type: crate::rfc8693::TOKEN_TYPE_JWT.into(),
+            // Every token the dev issuer mints is for its one client, as an Auth0 SPA's
+            // would be; machine tokens stay out, as in production.
+            policy: PolicySettings {
+                clients: vec![DEV_CLIENT.into()],
+                ..PolicySettings::default()
+            },
         }],
         log: LogSettings {
             format: "text".into(),

@@ -26,8 +26,23 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Roles from the issuer's configured roles claim.
     pub roles: Vec<String>,
+    /// `gty` (Auth0 puts `client-credentials` there for machine tokens), as a list.
+    pub grant_types: Vec<String>,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// SHA-256 over every claim Google could map (all but `exp`, `iat`, `nbf`, `auth_time`
+    /// and `jti`, or the issuer's `cache_key_claims`): tokens that differ here never share
+    /// a cached credential.
+    pub claims_digest: [u8; 32],
+}
+
+impl Identity {
+    /// Whether the token was issued to a machine: Auth0's `gty: client-credentials`, or a
+    /// subject of the form `CLIENT@clients`.
+    pub fn is_machine(&self) -> bool {
+        self.grant_types.iter().any(|g| g == "client-credentials")
+            || self.subject.ends_with("@clients")
+    }
 }
 
 /// Why a subject token was refused. Every message says what to fix and never holds the token.

@@ -153,9 +153,14 @@ impl Validator {
         validation.validate_nbf = true;
         validation.validate_aud = false; // checked below, with a message naming both values
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<VerifiedClaims>(token, &key.key, &validation)
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(describe_decode_error)?;
-        check_claims(&issuer.settings, data.claims)
+        let digest = claims_digest(&data.claims, issuer.settings.cache_key_claims.as_deref());
+        let claims: VerifiedClaims = serde_json::from_value(Value::Object(data.claims))
+            .map_err(|_| IdentityError::Malformed("claims have the wrong shape".into()))?;
+        let mut identity = check_claims(&issuer.settings, claims)?;
+        identity.claims_digest = digest;
+        Ok(identity)
     }
 
     fn issuer_of(&self, token: &str) -> Result<&TrustedIssuer, IdentityError> {
@@ -324,6 +329,7 @@ fn check_claims(
         ));
     }
     let groups = string_list(&claims.extra, settings.groups_claim.as_deref(), "groups")?;
+    let grant_types = string_list(&claims.extra, Some("gty"), "gty")?;
     let roles = string_list(&claims.extra, settings.roles_claim.as_deref(), "roles")?;
     if claims.permissions.len() > MAX_CLAIM_VALUES {
         return Err(IdentityError::Rejected(
@@ -348,8 +354,36 @@ fn check_claims(
         permissions: claims.permissions,
         groups,
         roles,
+        grant_types,
         expires_at: claims.exp.max(0.0) as u64,
+        claims_digest: [0; 32],
     })
+}
+
+/// Claims that change with every token of the same person and that Google's attribute
+/// mapping has no business with.
+const TIME_CLAIMS: &[&str] = &["exp", "iat", "nbf", "auth_time", "jti"];
+
+/// SHA-256 over `claims` in key order, without the time claims; only `only` when given.
+fn claims_digest(claims: &Map<String, Value>, only: Option<&[String]>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut names: Vec<&String> = claims
+        .keys()
+        .filter(|k| match only {
+            Some(list) => list.contains(k),
+            None => !TIME_CLAIMS.contains(&k.as_str()),
+        })
+        .collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        let value = serde_json::to_vec(&claims[name]).unwrap_or_default();
+        for part in [name.as_bytes(), &value] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+    }
+    hasher.finalize().into()
 }
 
 /// A claim holding a string or an array of strings, bounded in count.

@@ -133,3 +133,74 @@ async fn inside_the_refresh_margin_callers_keep_the_valid_token_while_one_refres
     assert_ne!(refreshed, first);
     assert!(expires_in > 3000);
 }
+
+/// A token for alice with the dev issuer's defaults plus `extra` claims.
+fn alice_with(app: &TestApp, extra: serde_json::Value, ttl_secs: Option<u64>) -> String {
+    let serde_json::Value::Object(extra) = extra else {
+        panic!("extra claims must be an object")
+    };
+    app.issuer.mint(&sts_bridge::devstack::MintRequest {
+        sub: "auth0|alice".into(),
+        ttl_secs,
+        extra,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_token_differing_in_any_claim_google_could_map_gets_its_own_credential() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    let variants = [
+        json!({}),
+        json!({ "email": "alice@example.com" }),
+        json!({ "email": "mallory@example.com" }),
+        json!({ "name": "Alice" }),
+        json!({ "https://sts-bridge.dev/department": "finance" }),
+        json!({ "scope": "openid profile email" }),
+        json!({ "permissions": ["bq:read"] }),
+        json!({ "https://sts-bridge.dev/roles": ["engineer"] }),
+        json!({ "org_id": "org_1" }),
+    ];
+    let mut tokens = HashSet::new();
+    for (i, extra) in variants.iter().enumerate() {
+        let (access, _) =
+            access_token_and_expiry(&app, &alice_with(&app, extra.clone(), None)).await;
+        assert_eq!(
+            app.google.call_count(),
+            i + 1,
+            "{extra} reused another token's credential"
+        );
+        assert!(
+            tokens.insert(access),
+            "{extra} was handed another token's credential"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_differing_only_in_time_claims_and_jti_reuses_the_credential() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let (first, _) = access_token_and_expiry(
+        &app,
+        &alice_with(
+            &app,
+            json!({ "jti": "a", "auth_time": now - 100 }),
+            Some(3600),
+        ),
+    )
+    .await;
+    let (second, _) = access_token_and_expiry(
+        &app,
+        &alice_with(
+            &app,
+            json!({ "jti": "b", "auth_time": now - 50, "nbf": now - 10, "iat": now - 5 }),
+            Some(1800),
+        ),
+    )
+    .await;
+    assert_eq!(first, second);
+    assert_eq!(app.google.call_count(), 1);
+}

@@ -8,6 +8,7 @@ mod google_auth;
 mod helpers;
 mod keys;
 mod metrics;
+mod policy;
 mod proxy;
 mod records;
 mod validation;
