@@ -98,6 +98,7 @@ impl Application {
             clients: settings.clients.clone(),
             retry_after_secs: settings.google.retry_after_secs,
             admin_permission: settings.admin.permission.clone(),
+            issuers: settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
         });
         let admin_enabled = settings.admin.enabled;
         let server = HttpServer::new(move || {
@@ -174,7 +175,9 @@ fn spawn_revocation_poller(broker: Arc<Broker>, every: Duration) {
             ticker.tick().await;
             let audit = broker.audit();
             match audit.revocations.reload(&audit.store).await {
-                Ok(newly) => newly.iter().for_each(|s| broker.purge_subject(s)),
+                Ok(newly) => newly
+                    .iter()
+                    .for_each(|(issuer, subject)| broker.purge_subject(issuer, subject)),
                 Err(e) => {
                     tracing::warn!(error = %e, "revocations not reloaded; keeping the last list")
                 }

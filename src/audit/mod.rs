@@ -5,7 +5,7 @@ mod revocations;
 mod store;
 mod writer;
 
-pub use revocations::{Revocation, Revocations};
+pub use revocations::{Revocation, Revocations, ANY_ISSUER};
 pub use store::{AdminAction, IssuanceQuery, Store, StoredIssuance};
 pub use writer::{AuditWriter, WriterStats};
 

@@ -258,13 +258,14 @@ impl Store {
         })
     }
 
-    /// Creates or replaces the revocation of `r.subject`.
+    /// Creates or replaces the revocation of `r.subject` of `r.issuer`.
     pub async fn upsert_revocation(&self, r: &Revocation) -> Result<(), AuditError> {
-        const SQL: &str = "INSERT INTO revocations (subject, revoked_until, reason, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (subject) DO UPDATE SET revoked_until = excluded.revoked_until, \
+        const SQL: &str = "INSERT INTO revocations (issuer, subject, revoked_until, reason, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (issuer, subject) DO UPDATE SET revoked_until = excluded.revoked_until, \
              reason = excluded.reason, created_at = excluded.created_at, created_by = excluded.created_by";
         per_engine!(self, |pool, time, _read| sqlx::query(SQL)
+            .bind(&r.issuer)
             .bind(&r.subject)
             .bind(time(r.until))
             .bind(&r.reason)
@@ -276,10 +277,11 @@ impl Store {
         Ok(())
     }
 
-    /// Lifts the revocation of `subject`; false when there was none.
-    pub async fn delete_revocation(&self, subject: &str) -> Result<bool, AuditError> {
-        const SQL: &str = "DELETE FROM revocations WHERE subject = $1";
+    /// Lifts the revocation of `subject` of `issuer`; false when there was none.
+    pub async fn delete_revocation(&self, issuer: &str, subject: &str) -> Result<bool, AuditError> {
+        const SQL: &str = "DELETE FROM revocations WHERE issuer = $1 AND subject = $2";
         let affected = per_engine!(self, |pool, _time, _read| sqlx::query(SQL)
+            .bind(issuer)
             .bind(subject)
             .execute(pool)
             .await?
@@ -292,13 +294,14 @@ impl Store {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<Revocation>, AuditError> {
-        const SQL: &str = "SELECT subject, revoked_until, reason, created_at, created_by \
+        const SQL: &str = "SELECT issuer, subject, revoked_until, reason, created_at, created_by \
              FROM revocations WHERE revoked_until > $1";
         per_engine!(self, |pool, time, read| {
             let rows = sqlx::query(SQL).bind(time(now)).fetch_all(pool).await?;
             rows.iter()
                 .map(|r| {
                     Ok(Revocation {
+                        issuer: r.try_get("issuer")?,
                         subject: r.try_get("subject")?,
                         until: required(read(r, "revoked_until")?)?,
                         reason: r.try_get("reason")?,

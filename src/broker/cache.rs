@@ -40,6 +40,11 @@ impl CacheKey {
         }
     }
 
+    /// The issuer of the subject this entry belongs to.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// The subject this entry belongs to.
     pub fn subject(&self) -> &str {
         &self.subject

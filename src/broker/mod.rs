@@ -108,15 +108,14 @@ pub enum BrokerError {
     /// Google refused or failed.
     #[error(transparent)]
     Google(#[from] GoogleError),
-    /// An administrator revoked the subject.
-    #[error("subject {subject} is revoked until {until} ({reason}); ask an administrator")]
+    /// An administrator revoked the subject. The administrator's reason stays in the
+    /// record: it may say more than the subject should read.
+    #[error("subject {subject} is revoked until {until}; ask an administrator")]
     Revoked {
         /// The subject.
         subject: String,
         /// RFC 3339 end of the revocation.
         until: String,
-        /// The administrator's reason.
-        reason: String,
     },
     /// The issuance could not be recorded, so nothing is handed out.
     #[error(transparent)]
@@ -187,13 +186,13 @@ impl Broker {
         &self.audit
     }
 
-    /// Drops every cached credential of `subject` (after a revocation).
-    pub fn purge_subject(&self, subject: &str) {
-        let subject = subject.to_owned();
-        if let Err(e) = self
-            .cache
-            .invalidate_entries_if(move |k, _| k.subject() == subject)
-        {
+    /// Drops every cached credential of `subject` of `issuer` (after a revocation;
+    /// [`crate::audit::ANY_ISSUER`] for every issuer).
+    pub fn purge_subject(&self, issuer: &str, subject: &str) {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        if let Err(e) = self.cache.invalidate_entries_if(move |k, _| {
+            k.subject() == subject && (issuer == crate::audit::ANY_ISSUER || k.issuer() == issuer)
+        }) {
             tracing::error!(error = %e, "cache purge failed");
         }
     }
@@ -232,6 +231,18 @@ impl Broker {
         let decided = self.decide(&identity, &req).await;
         let record = self.record_for(&identity, &req, &decided);
         self.audit.writer.record(record).await?;
+        let decided = match decided {
+            // Checked again as the credential is about to leave, so none leaves once a
+            // revocation made while this request waited for Google or the record has
+            // returned to the administrator.
+            Ok(_) if self.revocation_of(&identity).is_some() => {
+                let refused = Err(self.revocation_of(&identity).expect("checked above"));
+                let record = self.record_for(&identity, &req, &refused);
+                self.audit.writer.record(record).await?;
+                refused
+            }
+            other => other,
+        };
         decided.map(|d| Issued {
             access_token: d.access_token,
             expires_in: d.expires_in,
@@ -250,12 +261,8 @@ impl Broker {
         identity: &Identity,
         req: &ExchangeRequest,
     ) -> Result<Decision, BrokerError> {
-        if let Some(r) = self.audit.revocations.active_for(&identity.subject) {
-            return Err(BrokerError::Revoked {
-                subject: r.subject,
-                until: r.until.format(&Rfc3339).unwrap_or_default(),
-                reason: r.reason,
-            });
+        if let Some(revoked) = self.revocation_of(identity) {
+            return Err(revoked);
         }
         let target = self.targets.resolve(&req.audience)?;
         policy::check(&target.settings.policy, &target.name, identity)?;
@@ -303,6 +310,18 @@ impl Broker {
             google_principal: target.principal_for(&identity.subject),
             target: target.name.clone(),
             scopes,
+        })
+    }
+
+    /// The refusal for `identity` when a revocation is in force.
+    fn revocation_of(&self, identity: &Identity) -> Option<BrokerError> {
+        let r = self
+            .audit
+            .revocations
+            .active_for(&identity.issuer, &identity.subject)?;
+        Some(BrokerError::Revoked {
+            subject: r.subject,
+            until: r.until.format(&Rfc3339).unwrap_or_default(),
         })
     }
 

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation};
+use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation, ANY_ISSUER};
 use crate::identity::{Identity, IdentityError};
 use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};
@@ -68,7 +68,7 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiE
         .broker
         .audit()
         .revocations
-        .active_for(&identity.subject)
+        .active_for(&identity.issuer, &identity.subject)
     {
         // RFC 6750 §3.1: the token of a revoked principal is an invalid token.
         return Err(ApiError::bearer(
@@ -83,6 +83,22 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiE
         ));
     }
     Ok(identity)
+}
+
+/// The trusted issuer a revocation names: the one given, or the only one trusted.
+fn issuer_named(state: &AppState, given: Option<String>) -> Result<String, ApiError> {
+    match (given, state.issuers.as_slice()) {
+        (Some(issuer), trusted) if trusted.contains(&issuer) => Ok(issuer),
+        (None, [only]) => Ok(only.clone()),
+        (Some(_), trusted) => Err(ApiError::invalid_request(format!(
+            "issuer must be one of the trusted issuers: {}",
+            trusted.join(", ")
+        ))),
+        (None, trusted) => Err(ApiError::invalid_request(format!(
+            "issuer is required, since several issuers are trusted: {}",
+            trusted.join(", ")
+        ))),
+    }
 }
 
 fn store_error(e: AuditError, retry_after: u64) -> ApiError {
@@ -214,9 +230,16 @@ pub async fn list_issuances(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
+    #[serde(default, deserialize_with = "present_string")]
+    issuer: Option<String>,
     subject: String,
     until: String,
     reason: String,
+}
+
+/// A field that may be left out but, when sent, must be a string (not `null`).
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// `POST /admin/v1/revocations`: refuse a subject until a time and purge its credentials.
@@ -228,7 +251,7 @@ pub async fn revoke(
     let admin = authorize(&req, &state).await?;
     let body: RevokeBody = serde_json::from_slice(&body).map_err(|_| {
         ApiError::invalid_request(
-            r#"send JSON {"subject": "...", "until": "RFC 3339 time", "reason": "..."}"#,
+            r#"send JSON {"issuer": "...", "subject": "...", "until": "RFC 3339 time", "reason": "..."}"#,
         )
     })?;
     let until = parse_time("until", &body.until)?;
@@ -247,7 +270,9 @@ pub async fn revoke(
             "subject must be 1-255 characters and reason 1-500",
         ));
     }
+    let issuer = issuer_named(&state, body.issuer)?;
     let revocation = Revocation {
+        issuer,
         subject: body.subject,
         until,
         reason: body.reason,
@@ -262,17 +287,20 @@ pub async fn revoke(
         .map_err(|e| store_error(e, state.retry_after_secs))?;
     // In force as soon as it is stored, whatever happens to the action record.
     audit.revocations.insert(revocation.clone());
-    state.broker.purge_subject(&revocation.subject);
+    state
+        .broker
+        .purge_subject(&revocation.issuer, &revocation.subject);
     record(
         &state,
         &req,
         &admin,
         "revoke",
         Some(revocation.subject.clone()),
-        json!({ "until": body.until, "reason": revocation.reason }),
+        json!({ "issuer": revocation.issuer, "until": body.until, "reason": revocation.reason }),
     )
     .await?;
     Ok(HttpResponse::Created().json(json!({
+        "issuer": revocation.issuer,
         "subject": revocation.subject,
         "until": body.until,
         "reason": revocation.reason,
@@ -288,10 +316,18 @@ pub async fn lift(
 ) -> Result<HttpResponse, ApiError> {
     let admin = authorize(&req, &state).await?;
     let subject = subject.into_inner();
+    let issuer = match url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(name, _)| name == "issuer")
+    {
+        // Revocations made before they named an issuer hold for all and are lifted so.
+        Some((_, value)) if value == ANY_ISSUER => ANY_ISSUER.to_owned(),
+        Some((_, value)) => issuer_named(&state, Some(value.into_owned()))?,
+        None => issuer_named(&state, None)?,
+    };
     let audit = state.broker.audit();
     let existed = audit
         .store
-        .delete_revocation(&subject)
+        .delete_revocation(&issuer, &subject)
         .await
         .map_err(|e| store_error(e, state.retry_after_secs))?;
     if !existed {
@@ -304,14 +340,14 @@ pub async fn lift(
             ),
         ));
     }
-    audit.revocations.remove(&subject);
+    audit.revocations.remove(&issuer, &subject);
     record(
         &state,
         &req,
         &admin,
         "lift_revocation",
         Some(subject.clone()),
-        json!({}),
+        json!({ "issuer": issuer }),
     )
     .await?;
     Ok(HttpResponse::NoContent().finish())

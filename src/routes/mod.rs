@@ -26,6 +26,8 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// Permission an admin token must carry.
     pub admin_permission: String,
+    /// The trusted issuers' exact `iss` values, for revocations naming one.
+    pub issuers: Vec<String>,
 }
 
 /// Registers every route; the admin API only when `admin` is set.

@@ -11,5 +11,6 @@ mod metrics;
 mod policy;
 mod proxy;
 mod records;
+mod revocation;
 mod validation;
 mod wire;
