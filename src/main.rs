@@ -134,6 +134,10 @@ async fn serve(config: Option<PathBuf>) -> Result<(), String> {
     let app = Application::build(settings)
         .await
         .map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    if let Some(path) = config {
+        sts_bridge::startup::reload_on_sighup(app.reloader(), path).map_err(|e| e.to_string())?;
+    }
     tracing::info!(port = app.port(), "sts-bridge listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }

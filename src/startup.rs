@@ -2,7 +2,7 @@
 
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::Broker;
-use crate::config::{AuditSettings, Settings};
+use crate::config::{AuditSettings, ConfigError, Settings};
 use crate::google::StsClient;
 use crate::identity::{KeySet, Validator};
 use crate::metrics::Metrics;
@@ -12,7 +12,8 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A built, not yet running, sts-bridge.
@@ -20,6 +21,66 @@ pub struct Application {
     port: u16,
     server: Server,
     broker: Arc<Broker>,
+    reloader: Reloader,
+}
+
+/// Reloads targets and their policies from the configuration file while serving.
+#[derive(Clone)]
+pub struct Reloader {
+    broker: Arc<Broker>,
+    current: Arc<Mutex<Settings>>,
+}
+
+impl Reloader {
+    /// Loads and validates `path`; when it is valid, its targets and policies replace the
+    /// running ones (requests already under way finish under the old ones). When it is
+    /// not, the error names the key and everything running stays as it was. Other
+    /// sections take effect at the next start.
+    pub fn reload(&self, path: &Path) -> Result<(), ConfigError> {
+        let fresh = Settings::load(Some(path)).inspect_err(|e| {
+            tracing::error!(error = %e, file = %path.display(), "configuration not reloaded; the running targets and policies stay");
+        })?;
+        for warning in fresh.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let mut current = self.current.lock().expect("settings lock");
+        if !same_apart_from_targets(&current, &fresh) {
+            tracing::warn!("only targets and their policies are reloaded; other changed sections take effect at the next start");
+        }
+        self.broker.replace_targets(&fresh.targets);
+        current.targets = fresh.targets;
+        tracing::info!(
+            targets = current.targets.len(),
+            "targets and policies reloaded"
+        );
+        Ok(())
+    }
+}
+
+fn same_apart_from_targets(a: &Settings, b: &Settings) -> bool {
+    let without_targets = |s: &Settings| {
+        let mut v = serde_json::to_value(s).ok();
+        if let Some(serde_json::Value::Object(map)) = v.as_mut() {
+            map.remove("targets");
+        }
+        v
+    };
+    without_targets(a) == without_targets(b)
+}
+
+/// Reloads `path` through `reloader` on every SIGHUP.
+#[cfg(unix)]
+pub fn reload_on_sighup(reloader: Reloader, path: PathBuf) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+            // A refusal is logged by reload, naming the key.
+            let _ = reloader.reload(&path);
+        }
+    });
+    Ok(())
 }
 
 /// Why the application could not start.
@@ -93,6 +154,13 @@ impl Application {
             Duration::from_secs(settings.audit.revocation_poll_secs),
         );
         spawn_retention(broker.clone(), &settings.audit);
+        let reloader = Reloader {
+            broker: broker.clone(),
+            current: Arc::new(Mutex::new(settings.clone())),
+        };
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
         let state = web::Data::new(AppState {
             broker: broker.clone(),
             clients: settings.clients.clone(),
@@ -119,6 +187,7 @@ impl Application {
             port: port.port(),
             server,
             broker,
+            reloader,
         })
     }
 
@@ -130,6 +199,16 @@ impl Application {
     /// The exchange engine, for inspection.
     pub fn broker(&self) -> Arc<Broker> {
         self.broker.clone()
+    }
+
+    /// Reloads targets and policies from `path`; see [`Reloader::reload`].
+    pub fn reload(&self, path: &Path) -> Result<(), ConfigError> {
+        self.reloader.reload(path)
+    }
+
+    /// A handle that reloads while the application runs.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM).

@@ -45,6 +45,11 @@ impl CacheKey {
         &self.issuer
     }
 
+    /// The target this entry is for.
+    pub fn target(&self) -> &Arc<str> {
+        &self.target
+    }
+
     /// The subject this entry belongs to.
     pub fn subject(&self) -> &str {
         &self.subject

@@ -7,13 +7,13 @@ pub use cache::{CacheKey, CachedCredential, CredentialCache};
 pub use targets::{Target, TargetError, Targets};
 
 use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
-use crate::config::Settings;
+use crate::config::{Settings, TargetSettings};
 use crate::google::{GoogleError, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyError};
 use crate::secret::Token;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -150,7 +150,8 @@ impl BrokerError {
 /// Runs exchanges.
 pub struct Broker {
     validator: Validator,
-    targets: Targets,
+    /// Swapped whole on reload; a request keeps the target it resolved.
+    targets: RwLock<Arc<Targets>>,
     sts: StsClient,
     cache: CredentialCache,
     refresh_margin: Duration,
@@ -169,7 +170,7 @@ impl Broker {
     ) -> Self {
         Self {
             validator,
-            targets: Targets::new(&settings.targets),
+            targets: RwLock::new(Arc::new(Targets::new(&settings.targets))),
             sts,
             cache: cache::build(
                 settings.cache.max_entries,
@@ -197,6 +198,42 @@ impl Broker {
         }
     }
 
+    /// The targets in force.
+    fn targets(&self) -> Arc<Targets> {
+        self.targets.read().expect("targets lock").clone()
+    }
+
+    /// Puts new targets and policies in force. Requests already past target resolution
+    /// finish under the old ones; cached credentials of targets whose settings changed
+    /// or that are gone are dropped.
+    pub fn replace_targets(&self, settings: &[TargetSettings]) {
+        let fresh = Arc::new(Targets::new(settings));
+        let old = std::mem::replace(
+            &mut *self.targets.write().expect("targets lock"),
+            fresh.clone(),
+        );
+        let changed: Vec<Arc<str>> = old
+            .all()
+            .iter()
+            .filter(|t| {
+                fresh.resolve(&t.name).map_or(true, |f| {
+                    serde_json::to_value(&f.settings).ok() != serde_json::to_value(&t.settings).ok()
+                })
+            })
+            .map(|t| t.name.clone())
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        tracing::info!(targets = ?changed, "cached credentials of changed targets dropped");
+        if let Err(e) = self
+            .cache
+            .invalidate_entries_if(move |k, _| changed.contains(k.target()))
+        {
+            tracing::error!(error = %e, "cache purge failed");
+        }
+    }
+
     /// The validator, for readiness and key loading.
     pub fn validator(&self) -> &Validator {
         &self.validator
@@ -209,7 +246,10 @@ impl Broker {
 
     /// The target name `audience` selects, if any (a bounded metrics label).
     pub fn target_name(&self, audience: &str) -> Option<Arc<str>> {
-        self.targets.resolve(audience).ok().map(|t| t.name.clone())
+        self.targets()
+            .resolve(audience)
+            .ok()
+            .map(|t| t.name.clone())
     }
 
     /// Number of cached credentials (after applying pending evictions and inserts).
@@ -264,7 +304,7 @@ impl Broker {
         if let Some(revoked) = self.revocation_of(identity) {
             return Err(revoked);
         }
-        let target = self.targets.resolve(&req.audience)?;
+        let target = self.targets().resolve(&req.audience)?;
         policy::check(&target.settings.policy, &target.name, identity)?;
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
@@ -363,7 +403,7 @@ impl Broker {
                 record.token_sha256 = Some(d.access_token.fingerprint());
             }
             Err(e) => {
-                if let Ok(t) = self.targets.resolve(&req.audience) {
+                if let Ok(t) = self.targets().resolve(&req.audience) {
                     record.target = t.name.to_string();
                     record.google_principal = t.principal_for(&identity.subject);
                 }

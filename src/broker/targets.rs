@@ -74,6 +74,11 @@ impl Targets {
         Self { all, by_audience }
     }
 
+    /// Every target, in configuration order.
+    pub fn all(&self) -> &[Arc<Target>] {
+        &self.all
+    }
+
     /// The target `audience` names (its name or its provider resource).
     pub fn resolve(&self, audience: &str) -> Result<Arc<Target>, TargetError> {
         self.by_audience.get(audience).cloned().ok_or_else(|| {

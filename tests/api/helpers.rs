@@ -6,7 +6,7 @@ use std::time::Duration;
 use sts_bridge::broker::Broker;
 use sts_bridge::config::Settings;
 use sts_bridge::devstack::{self, DevIssuer, GoogleStandIn, MintRequest};
-use sts_bridge::startup::Application;
+use sts_bridge::startup::{Application, Reloader};
 
 pub use crate::db::{Backend, TestDb};
 
@@ -21,6 +21,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub broker: Arc<Broker>,
     pub db: Arc<TestDb>,
+    pub reloader: Reloader,
 }
 
 fn loopback() -> TcpListener {
@@ -84,6 +85,7 @@ async fn start_app_with_upstreams(
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let broker = app.broker();
+    let reloader = app.reloader();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -92,6 +94,7 @@ async fn start_app_with_upstreams(
         http: reqwest::Client::new(),
         broker,
         db,
+        reloader,
     }
 }
 

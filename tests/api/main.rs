@@ -11,6 +11,7 @@ mod metrics;
 mod policy;
 mod proxy;
 mod records;
+mod reload;
 mod revocation;
 mod validation;
 mod wire;
