@@ -164,8 +164,9 @@ impl Application {
         let state = web::Data::new(AppState {
             broker: broker.clone(),
             clients: settings.clients.clone(),
+            require_client_auth: settings.require_client_auth,
             retry_after_secs: settings.google.retry_after_secs,
-            admin_permission: settings.admin.permission.clone(),
+            admin: settings.admin.clone(),
             issuers: settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
         });
         let admin_enabled = settings.admin.enabled;

@@ -45,6 +45,8 @@ pub struct IssuanceRecord {
     pub client_id: Option<String>,
     /// Actor on whose behalf the call was made, if any.
     pub actor: Option<String>,
+    /// The subject token's `azp` / `client_id`, whatever client authenticated with Basic.
+    pub azp: Option<String>,
     /// Target name (or the requested audience when it named no target).
     pub target: String,
     /// The Google principal the credential acts as.

@@ -7,12 +7,13 @@ pub use cache::{CacheKey, CachedCredential, CredentialCache};
 pub use targets::{Target, TargetError, Targets};
 
 use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
-use crate::config::{Settings, TargetSettings};
+use crate::config::{ClientSettings, Settings, TargetSettings};
 use crate::google::{GoogleError, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyError};
 use crate::secret::Token;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
@@ -155,6 +156,8 @@ pub struct Broker {
     sts: StsClient,
     cache: CredentialCache,
     refresh_margin: Duration,
+    /// HTTP Basic clients, by id, for their limits.
+    clients: HashMap<String, ClientSettings>,
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
 }
@@ -177,6 +180,11 @@ impl Broker {
                 Duration::from_secs(settings.cache.min_remaining_secs),
             ),
             refresh_margin: Duration::from_secs(settings.cache.refresh_margin_secs),
+            clients: settings
+                .clients
+                .iter()
+                .map(|c| (c.id.clone(), c.clone()))
+                .collect(),
             audit,
             metrics,
         }
@@ -306,6 +314,14 @@ impl Broker {
         }
         let target = self.targets().resolve(&req.audience)?;
         policy::check(&target.settings.policy, &target.name, identity)?;
+        if let Some(client) = req
+            .context
+            .client_id
+            .as_ref()
+            .and_then(|id| self.clients.get(id))
+        {
+            policy::check_client(client, &target.name, identity)?;
+        }
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
@@ -380,6 +396,7 @@ impl Broker {
             subject: identity.subject.clone(),
             client_id: ctx.client_id.clone().or_else(|| identity.client_id.clone()),
             actor: None,
+            azp: identity.client_id.clone(),
             target: bounded(&req.audience),
             google_principal: None,
             scopes: bounded(&req.scopes.join(" ")),

@@ -1,5 +1,6 @@
 //! `[admin]`: the admin API.
 
+use super::{invalid, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// Admin API.
@@ -12,6 +13,12 @@ pub struct AdminSettings {
     /// Permission an admin token must carry in its `permissions` claim (Auth0 RBAC).
     #[serde(default = "default_admin_permission")]
     pub permission: String,
+    /// The one trusted issuer whose tokens may administer; unset: any trusted issuer.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// An admin token's `aud` must hold one of these; unset: the issuer's audiences.
+    #[serde(default)]
+    pub audiences: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -26,6 +33,32 @@ impl Default for AdminSettings {
         Self {
             enabled: true,
             permission: default_admin_permission(),
+            issuer: None,
+            audiences: Vec::new(),
         }
+    }
+}
+
+impl AdminSettings {
+    /// `trusted` are the configured issuers' `iss` values.
+    pub(super) fn validate(&self, trusted: &[&str]) -> Result<(), ConfigError> {
+        if self.permission.is_empty() {
+            return Err(invalid("admin.permission", "must not be empty"));
+        }
+        if let Some(issuer) = &self.issuer {
+            if !trusted.contains(&issuer.as_str()) {
+                return Err(invalid(
+                    "admin.issuer",
+                    format!(
+                        "`{issuer}` is not one of the trusted issuers: {}",
+                        trusted.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.audiences.iter().any(String::is_empty) {
+            return Err(invalid("admin.audiences", "values must not be empty"));
+        }
+        Ok(())
     }
 }

@@ -126,11 +126,11 @@ impl AuditSettings {
                 (1..=1_000_000).contains(&self.queue_capacity),
                 "between 1 and 1000000",
             ),
-            // 17 bound columns per row; SQLite allows 32766 parameters per statement.
+            // 18 bound columns per row; SQLite allows 32766 parameters per statement.
             (
                 "audit.max_batch",
-                (1..=1900).contains(&self.max_batch),
-                "between 1 and 1900",
+                (1..=1800).contains(&self.max_batch),
+                "between 1 and 1800",
             ),
             (
                 "audit.enqueue_timeout_ms",

@@ -11,6 +11,13 @@ pub struct ClientSettings {
     pub id: String,
     /// SHA-256 of the client secret, hex; the secret itself is never configured.
     pub secret_sha256: String,
+    /// Subject tokens this client presents must have one of these `azp` / `client_id`
+    /// values; empty: any.
+    #[serde(default)]
+    pub azp: Vec<String>,
+    /// Targets this client may ask for; empty: any (each target's policy still applies).
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 impl ClientSettings {

@@ -45,6 +45,9 @@ pub struct Settings {
     /// Clients allowed to authenticate with HTTP Basic.
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
+    /// Whether `POST /v1/token` refuses callers that do not authenticate with HTTP Basic.
+    #[serde(default)]
+    pub require_client_auth: bool,
     /// Google endpoints and outbound HTTP behaviour.
     #[serde(default)]
     pub google: GoogleSettings,
@@ -73,6 +76,7 @@ impl Default for Settings {
             issuers: Vec::new(),
             targets: Vec::new(),
             clients: Vec::new(),
+            require_client_auth: false,
             google: GoogleSettings::default(),
             cache: CacheSettings::default(),
             log: LogSettings::default(),
@@ -183,13 +187,24 @@ impl Settings {
         }
         for (i, client) in self.clients.iter().enumerate() {
             client.validate(&format!("clients[{i}]"))?;
+            if let Some(unknown) = client.targets.iter().find(|t| !names.contains(t)) {
+                return Err(invalid(
+                    format!("clients[{i}].targets"),
+                    format!("`{unknown}` is not a configured target"),
+                ));
+            }
+        }
+        if self.require_client_auth && self.clients.is_empty() {
+            return Err(invalid(
+                "require_client_auth",
+                "no [[clients]] are configured, so every exchange would be refused",
+            ));
         }
         self.google.validate()?;
         self.cache.validate()?;
         self.audit.validate()?;
-        if self.admin.permission.is_empty() {
-            return Err(invalid("admin.permission", "must not be empty"));
-        }
+        let trusted: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
+        self.admin.validate(&trusted)?;
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(invalid("log.format", "must be `json` or `text`"));
         }

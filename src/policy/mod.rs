@@ -2,7 +2,7 @@
 //! claims to a decision. Deny is the default; every refusal names the rule and the value
 //! that was missing, so the caller knows what to ask for.
 
-use crate::config::PolicySettings;
+use crate::config::{ClientSettings, PolicySettings};
 use crate::identity::Identity;
 
 /// Why a policy refused a caller.
@@ -117,6 +117,43 @@ pub fn check(
         if let Some(detail) = missing_all(what, all, held) {
             return Err(denied(all_rule(what), detail));
         }
+    }
+    Ok(())
+}
+
+/// Lets the client that authenticated with HTTP Basic use `target` for `identity` when
+/// its own limits (targets, `azp` values) allow it.
+pub fn check_client(
+    client: &ClientSettings,
+    target: &str,
+    identity: &Identity,
+) -> Result<(), PolicyError> {
+    let refused = |rule, detail: String| PolicyError::UnauthorizedClient {
+        target: target.to_owned(),
+        rule,
+        detail,
+    };
+    if !client.targets.is_empty() && !client.targets.iter().any(|t| t == target) {
+        return Err(refused(
+            "clients.targets",
+            format!(
+                "client {} may use only the targets {}",
+                client.id,
+                client.targets.join(", ")
+            ),
+        ));
+    }
+    let azp = identity.client_id.as_deref();
+    if !client.azp.is_empty() && !azp.is_some_and(|a| client.azp.iter().any(|c| c == a)) {
+        return Err(refused(
+            "clients.azp",
+            format!(
+                "client {} may present tokens issued to {} only; this token's azp/client_id is {}",
+                client.id,
+                client.azp.join(", "),
+                azp.map_or_else(|| "absent".into(), printable)
+            ),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Every rule, once letting a caller through and once refusing with the exact rule.
 
 use super::*;
+use crate::config::ClientSettings;
 
 fn person() -> Identity {
     Identity {
@@ -198,6 +199,33 @@ fn refusals_name_the_missing_value() {
     };
     let text = check(&policy, "bq", &person()).unwrap_err().to_string();
     assert!(text.contains("cli") && text.contains("notebooks"), "{text}");
+}
+
+#[test]
+fn a_basic_client_is_held_to_its_targets_and_azp_values() {
+    let mut client = ClientSettings {
+        id: "notebooks-proxy".into(),
+        secret_sha256: "0".repeat(64),
+        azp: vec![],
+        targets: vec![],
+    };
+    assert_eq!(check_client(&client, "bq", &person()), Ok(()));
+    client.targets = list(&["bq"]);
+    assert_eq!(check_client(&client, "bq", &person()), Ok(()));
+    let e = check_client(&client, "gcs", &person()).unwrap_err();
+    assert_eq!(
+        (e.oauth_code(), e.rule()),
+        ("unauthorized_client", "clients.targets")
+    );
+    client.azp = list(&["notebooks"]);
+    assert_eq!(check_client(&client, "bq", &person()), Ok(()));
+    client.azp = list(&["cli"]);
+    let e = check_client(&client, "bq", &person()).unwrap_err();
+    assert_eq!(
+        (e.oauth_code(), e.rule()),
+        ("unauthorized_client", "clients.azp")
+    );
+    assert!(e.to_string().contains("notebooks"), "{e}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation, ANY_ISSUER};
+use crate::config::AdminSettings;
 use crate::identity::{Identity, IdentityError};
 use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};
@@ -20,7 +21,7 @@ const MAX_LIMIT: i64 = 1000;
 
 /// The administrator making the call, once the token and permission are checked.
 async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiError> {
-    let permission = &state.admin_permission;
+    let permission = &state.admin.permission;
     let raw = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -54,6 +55,14 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiE
             ));
         }
     };
+    if let Some(refusal) = pinned_refusal(&state.admin, &identity) {
+        return Err(ApiError::bearer(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            refusal,
+            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+        ));
+    }
     // Only the RBAC permissions claim counts: a scope can be asked for by anyone when the
     // API does not restrict it.
     if !identity.permissions.contains(permission) {
@@ -83,6 +92,27 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiE
         ));
     }
     Ok(identity)
+}
+
+/// Why `identity` may not administer when `admin.issuer` or `admin.audiences` pin who may.
+fn pinned_refusal(admin: &AdminSettings, identity: &Identity) -> Option<String> {
+    if let Some(issuer) = admin.issuer.as_ref().filter(|i| **i != identity.issuer) {
+        return Some(format!(
+            "admin tokens must be issued by {issuer}, not {}",
+            identity.issuer
+        ));
+    }
+    let audience_ok = admin.audiences.is_empty()
+        || identity
+            .audiences
+            .iter()
+            .any(|a| admin.audiences.contains(a));
+    (!audience_ok).then(|| {
+        format!(
+            "admin tokens must be issued for one of the audiences {}",
+            admin.audiences.join(", ")
+        )
+    })
 }
 
 /// The trusted issuer a revocation names: the one given, or the only one trusted.

@@ -11,7 +11,7 @@ pub use health::{healthz, metrics, readyz};
 pub use token::{token, MAX_BODY_BYTES};
 
 use crate::broker::Broker;
-use crate::config::ClientSettings;
+use crate::config::{AdminSettings, ClientSettings};
 use actix_web::{web, HttpResponse, Resource, Route};
 use serde_json::json;
 use std::sync::Arc;
@@ -22,10 +22,12 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     /// Clients allowed to authenticate with HTTP Basic.
     pub clients: Vec<ClientSettings>,
+    /// Whether a caller must authenticate with HTTP Basic.
+    pub require_client_auth: bool,
     /// Seconds a caller is told to wait on 503.
     pub retry_after_secs: u64,
-    /// Permission an admin token must carry.
-    pub admin_permission: String,
+    /// Who may administer.
+    pub admin: AdminSettings,
     /// The trusted issuers' exact `iss` values, for revocations naming one.
     pub issuers: Vec<String>,
 }

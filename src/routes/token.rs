@@ -155,6 +155,11 @@ async fn exchange(
     let body = read_body(payload).await?;
     let fields = parse_fields(req, &body)?;
     let client_id = authenticate_client(req, &state.clients)?;
+    if state.require_client_auth && client_id.is_none() {
+        return Err(ApiError::invalid_client(
+            "this server requires HTTP Basic client authentication; add client_id and client_secret to the credential file",
+        ));
+    }
     let mut exchange = build_request(fields)?;
     *target = state.broker.target_name(&exchange.audience);
     exchange.context = request_context(req, client_id.clone());

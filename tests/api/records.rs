@@ -482,6 +482,7 @@ fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
         subject: subject.into(),
         client_id: None,
         actor: None,
+        azp: None,
         target: "bigquery".into(),
         google_principal: None,
         scopes: CLOUD_PLATFORM.into(),

@@ -199,7 +199,91 @@ fn client(id: &str, secret: &str) -> ClientSettings {
     ClientSettings {
         id: id.into(),
         secret_sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        azp: vec![],
+        targets: vec![],
     }
+}
+
+/// Exchanges alice's token, authenticating as `basic` when given.
+async fn exchange_as(app: &TestApp, basic: Option<(&str, &str)>) -> reqwest::Response {
+    let token = app.token_for("auth0|alice");
+    let mut request = app.http.post(format!("{}/v1/token", app.address));
+    if let Some((user, secret)) = basic {
+        request = request.basic_auth(user, Some(secret));
+    }
+    request
+        .form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_TARGET),
+            ("subject_token", token.as_str()),
+            ("subject_token_type", JWT),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_require_client_auth_a_caller_without_basic_credentials_is_refused() {
+    let app = spawn_app_with(|s| {
+        s.clients = vec![client("notebooks", "pw")];
+        s.require_client_auth = true;
+    })
+    .await;
+    let text = assert_error(exchange_as(&app, None).await, 401, "invalid_client").await;
+    assert!(text.contains("requires HTTP Basic"), "{text}");
+    assert_eq!(app.google.call_count(), 0);
+    assert_eq!(
+        exchange_as(&app, Some(("notebooks", "pw"))).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_client_limited_to_other_azp_values_or_targets_is_refused_and_both_ids_are_recorded() {
+    let app = spawn_app_with(|s| {
+        let mut proxy = client("proxy", "pw");
+        proxy.azp = vec![sts_bridge::devstack::DEV_CLIENT.into()];
+        proxy.targets = vec![DEV_TARGET.into()];
+        let mut other = client("other", "pw");
+        other.azp = vec!["another-app".into()];
+        s.clients = vec![proxy, other];
+    })
+    .await;
+    let (status, body) = status_json(exchange_as(&app, Some(("proxy", "pw"))).await).await;
+    assert_eq!(status, 200, "{body}");
+    let text = assert_error(
+        exchange_as(&app, Some(("other", "pw"))).await,
+        403,
+        "unauthorized_client",
+    )
+    .await;
+    assert!(
+        text.contains("clients.azp") && text.contains("another-app"),
+        "{text}"
+    );
+
+    let rows = app
+        .broker
+        .audit()
+        .store
+        .list_issuances(&sts_bridge::audit::IssuanceQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<(Option<&str>, Option<&str>, &str)> = rows
+        .iter()
+        .map(|r| (r.client_id.as_deref(), r.azp.as_deref(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (Some("other"), Some("dev-client"), "refused"),
+            (Some("proxy"), Some("dev-client"), "issued"),
+        ]
+    );
 }
 
 #[tokio::test]
