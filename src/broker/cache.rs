@@ -26,6 +26,7 @@ impl CacheKey {
     /// Key for `identity` asking `target` for `scopes` (already sorted).
     pub fn new(
         identity: &Identity,
+        actor: Option<&Identity>,
         target: Arc<str>,
         scopes: Vec<String>,
         user_project: Option<String>,
@@ -36,7 +37,7 @@ impl CacheKey {
             target,
             scopes,
             user_project,
-            claims_digest: claims_digest(identity),
+            claims_digest: claims_digest(identity, actor),
         }
     }
 
@@ -70,7 +71,7 @@ impl CacheKey {
 /// membership, or a token from another client, for another audience or with any other
 /// claim changed (the validator's digest of all but the time claims), must not reuse a
 /// credential minted for the old one.
-fn claims_digest(identity: &Identity) -> [u8; 32] {
+fn claims_digest(identity: &Identity, actor: Option<&Identity>) -> [u8; 32] {
     let mut hasher = Sha256::new();
     let client: Vec<String> = identity.client_id.iter().cloned().collect();
     for (label, values) in [
@@ -91,6 +92,15 @@ fn claims_digest(identity: &Identity) -> [u8; 32] {
         }
     }
     hasher.update(identity.claims_digest);
+    // A credential obtained with one actor is not handed to another (or to none).
+    if let Some(actor) = actor {
+        hasher.update(b"actor");
+        for part in [actor.issuer.as_bytes(), actor.subject.as_bytes()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        hasher.update(actor.claims_digest);
+    }
     hasher.finalize().into()
 }
 

@@ -28,6 +28,8 @@ pub struct ExchangeRequest {
     pub audience: String,
     /// Requested scopes (may be empty).
     pub scopes: Vec<String>,
+    /// RFC 8693 actor token: the service acting for the subject, when one is.
+    pub actor_token: Option<Token>,
     /// `options.userProject`, when the caller sent one.
     pub user_project: Option<String>,
     /// Who is asking, for the record.
@@ -97,6 +99,9 @@ pub enum BrokerError {
     /// The subject token is not acceptable.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The actor token is not acceptable.
+    #[error("actor_token: {0}")]
+    Actor(IdentityError),
     /// The audience or scopes cannot be served.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -129,6 +134,8 @@ impl BrokerError {
         match self {
             BrokerError::Identity(IdentityError::KeysUnavailable(_)) => "temporarily_unavailable",
             BrokerError::Identity(_) => "invalid_grant",
+            BrokerError::Actor(IdentityError::KeysUnavailable(_)) => "temporarily_unavailable",
+            BrokerError::Actor(_) => "invalid_grant",
             BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
             BrokerError::Target(_) => "invalid_scope",
             BrokerError::Policy(p) => p.oauth_code(),
@@ -276,8 +283,24 @@ impl Broker {
             .await
             .inspect_err(|e| self.metrics.token_rejected(e.reason()))?;
         tracing::Span::current().record("subject", identity.subject.as_str());
-        let decided = self.decide(&identity, &req).await;
-        let record = self.record_for(&identity, &req, &decided);
+        let actor = match &req.actor_token {
+            None => Ok(None),
+            Some(token) => self
+                .validator
+                .validate(token.expose())
+                .await
+                .map(Some)
+                .map_err(BrokerError::Actor),
+        };
+        let (actor, decided) = match actor {
+            Ok(actor) => {
+                let decided = self.decide(&identity, actor.as_ref(), &req).await;
+                (actor, decided)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        let actor = actor.as_ref();
+        let record = self.record_for(&identity, actor, &req, &decided);
         self.audit.writer.record(record).await?;
         let decided = match decided {
             // Checked again as the credential is about to leave, so none leaves once a
@@ -285,7 +308,7 @@ impl Broker {
             // returned to the administrator.
             Ok(_) if self.revocation_of(&identity).is_some() => {
                 let refused = Err(self.revocation_of(&identity).expect("checked above"));
-                let record = self.record_for(&identity, &req, &refused);
+                let record = self.record_for(&identity, actor, &req, &refused);
                 self.audit.writer.record(record).await?;
                 refused
             }
@@ -307,6 +330,7 @@ impl Broker {
     async fn decide(
         &self,
         identity: &Identity,
+        actor: Option<&Identity>,
         req: &ExchangeRequest,
     ) -> Result<Decision, BrokerError> {
         if let Some(revoked) = self.revocation_of(identity) {
@@ -314,6 +338,7 @@ impl Broker {
         }
         let target = self.targets().resolve(&req.audience)?;
         policy::check(&target.settings.policy, &target.name, identity)?;
+        policy::check_actor(&target.settings.policy, &target.name, actor)?;
         if let Some(client) = req
             .context
             .client_id
@@ -325,7 +350,13 @@ impl Broker {
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
-        let key = CacheKey::new(identity, target.name.clone(), scopes.clone(), user_project);
+        let key = CacheKey::new(
+            identity,
+            actor,
+            target.name.clone(),
+            scopes.clone(),
+            user_project,
+        );
 
         let mut fetched = false;
         let cached = self.cache.get(&key).await;
@@ -384,6 +415,7 @@ impl Broker {
     fn record_for(
         &self,
         identity: &Identity,
+        actor: Option<&Identity>,
         req: &ExchangeRequest,
         decided: &Result<Decision, BrokerError>,
     ) -> IssuanceRecord {
@@ -395,7 +427,7 @@ impl Broker {
             issuer: identity.issuer.clone(),
             subject: identity.subject.clone(),
             client_id: ctx.client_id.clone().or_else(|| identity.client_id.clone()),
-            actor: None,
+            actor: actor.map(|a| a.subject.clone()),
             azp: identity.client_id.clone(),
             target: bounded(&req.audience),
             google_principal: None,

@@ -36,6 +36,10 @@ pub struct PolicySettings {
     /// use the target.
     #[serde(default)]
     pub machine_tokens: bool,
+    /// When set, an RFC 8693 actor token is required, issued to one of these clients
+    /// (`azp` / `client_id`).
+    #[serde(default)]
+    pub actor_clients: Vec<String>,
     /// `expires_in` handed out never exceeds this many seconds.
     #[serde(default = "default_max_lifetime")]
     pub max_lifetime_secs: u64,
@@ -57,6 +61,7 @@ impl Default for PolicySettings {
             all_groups: Vec::new(),
             clients: Vec::new(),
             machine_tokens: false,
+            actor_clients: Vec::new(),
             max_lifetime_secs: MAX_LIFETIME_SECS,
         }
     }
@@ -87,6 +92,7 @@ impl PolicySettings {
             ("any_groups", &self.any_groups),
             ("all_groups", &self.all_groups),
             ("clients", &self.clients),
+            ("actor_clients", &self.actor_clients),
         ];
         for (name, list) in lists {
             if list.iter().any(|v| v.is_empty() || v.len() > 256) {

@@ -121,6 +121,53 @@ pub fn check(
     Ok(())
 }
 
+/// Lets `actor` act for the caller: an actor must be a machine token, and a target listing
+/// `actor_clients` requires one issued to a listed client.
+pub fn check_actor(
+    policy: &PolicySettings,
+    target: &str,
+    actor: Option<&Identity>,
+) -> Result<(), PolicyError> {
+    let denied = |rule, detail: String| PolicyError::AccessDenied {
+        target: target.to_owned(),
+        rule,
+        detail,
+    };
+    match actor {
+        None if policy.actor_clients.is_empty() => Ok(()),
+        None => Err(denied(
+            "actor_clients",
+            format!(
+                "an actor_token issued to one of the clients {} is required",
+                policy.actor_clients.join(", ")
+            ),
+        )),
+        Some(a) if !a.is_machine() => Err(denied(
+            "actor",
+            format!(
+                "the actor must be a client-credentials token; {} is not one",
+                printable(&a.subject)
+            ),
+        )),
+        Some(_) if policy.actor_clients.is_empty() => Ok(()),
+        Some(a) => {
+            let client = a.client_id.as_deref();
+            if client.is_some_and(|c| policy.actor_clients.iter().any(|l| l == c)) {
+                return Ok(());
+            }
+            Err(PolicyError::UnauthorizedClient {
+                target: target.to_owned(),
+                rule: "actor_clients",
+                detail: format!(
+                    "the actor must be one of the clients {}; this actor's azp/client_id is {}",
+                    policy.actor_clients.join(", "),
+                    client.map_or_else(|| "absent".into(), printable)
+                ),
+            })
+        }
+    }
+}
+
 /// Lets the client that authenticated with HTTP Basic use `target` for `identity` when
 /// its own limits (targets, `azp` values) allow it.
 pub fn check_client(

@@ -229,6 +229,33 @@ fn a_basic_client_is_held_to_its_targets_and_azp_values() {
 }
 
 #[test]
+fn an_actor_is_required_from_the_listed_clients_when_the_target_says_so() {
+    let mut machine = person();
+    machine.subject = "etl@clients".into();
+    machine.client_id = Some("etl".into());
+    machine.grant_types = list(&["client-credentials"]);
+    let mut policy = PolicySettings::default();
+    assert_eq!(check_actor(&policy, "bq", None), Ok(()));
+    assert_eq!(check_actor(&policy, "bq", Some(&machine)), Ok(()));
+    let e = check_actor(&policy, "bq", Some(&person())).unwrap_err();
+    assert_eq!((e.oauth_code(), e.rule()), ("access_denied", "actor"));
+    policy.actor_clients = list(&["etl"]);
+    assert_eq!(check_actor(&policy, "bq", Some(&machine)), Ok(()));
+    let e = check_actor(&policy, "bq", None).unwrap_err();
+    assert_eq!(
+        (e.oauth_code(), e.rule()),
+        ("access_denied", "actor_clients")
+    );
+    policy.actor_clients = list(&["billing"]);
+    let e = check_actor(&policy, "bq", Some(&machine)).unwrap_err();
+    assert_eq!(
+        (e.oauth_code(), e.rule()),
+        ("unauthorized_client", "actor_clients")
+    );
+    assert!(e.to_string().contains("etl"), "{e}");
+}
+
+#[test]
 fn lifetime_is_capped_by_the_policy() {
     let policy = PolicySettings {
         max_lifetime_secs: 600,

@@ -302,11 +302,27 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             )));
         }
     }
-    if f.actor_token.is_some() || f.actor_token_type.is_some() {
-        return Err(ApiError::invalid_request(
-            "actor_token is not accepted by this server",
-        ));
-    }
+    let actor_token = match (f.actor_token, f.actor_token_type.as_deref()) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ApiError::invalid_request(
+                "actor_token_type is required with actor_token",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid_request(
+                "actor_token_type was sent without actor_token",
+            ))
+        }
+        (Some(token), Some(t)) if SUBJECT_TOKEN_TYPES.contains(&t) => Some(Token::new(token)),
+        (Some(_), Some(t)) => {
+            return Err(ApiError::invalid_request(format!(
+                "actor_token_type {} is not supported; use one of {}",
+                t.chars().take(100).collect::<String>(),
+                SUBJECT_TOKEN_TYPES.join(", ")
+            )))
+        }
+    };
     let audience = match (f.audience, f.resource) {
         (Some(a), Some(r)) if a != r => {
             return Err(ApiError::invalid_request(
@@ -334,6 +350,7 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             .map(str::to_owned)
             .collect(),
         user_project,
+        actor_token,
         context: RequestContext::default(),
     })
 }

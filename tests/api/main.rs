@@ -1,6 +1,7 @@
 //! Black-box tests: the real application on a random port, the dev issuer as Auth0 and the
 //! Google STS stand-in, all over real HTTP.
 
+mod actor;
 mod admin;
 mod cache;
 mod db;
