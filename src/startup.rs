@@ -6,12 +6,12 @@ use crate::config::{AuditSettings, ConfigError, Settings};
 use crate::google::StsClient;
 use crate::identity::{KeySet, Validator};
 use crate::metrics::Metrics;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, Served};
 use crate::telemetry;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +20,68 @@ use std::time::Duration;
 pub struct Application {
     port: u16,
     server: Server,
+    /// Separate admin and metrics listeners: address, what it serves, the server.
+    others: Vec<(SocketAddr, Served, Server)>,
     broker: Arc<Broker>,
     reloader: Reloader,
+}
+
+/// What the public listener serves, and the separate listeners with what each serves
+/// (admin and metrics share one when given the same address).
+fn listeners(settings: &Settings) -> (Served, Vec<(SocketAddr, Served)>) {
+    let admin = settings.admin.enabled;
+    let public = Served {
+        token: true,
+        admin: admin && settings.admin.listen.is_none(),
+        metrics: settings.metrics.listen.is_none(),
+    };
+    let mut extra: Vec<(SocketAddr, Served)> = Vec::new();
+    let wanted = [
+        (settings.admin.listen.filter(|_| admin), true),
+        (settings.metrics.listen, false),
+    ];
+    for (addr, is_admin) in wanted {
+        let Some(addr) = addr else { continue };
+        let existing = extra
+            .iter_mut()
+            .find(|(a, _)| *a == addr && addr.port() != 0);
+        let served = match existing {
+            Some((_, served)) => served,
+            None => {
+                extra.push((addr, Served::default()));
+                &mut extra.last_mut().expect("just pushed").1
+            }
+        };
+        if is_admin {
+            served.admin = true;
+        } else {
+            served.metrics = true;
+        }
+    }
+    (public, extra)
+}
+
+/// Builds one HTTP server on `listener` serving `served`.
+fn serve(
+    listener: TcpListener,
+    served: Served,
+    state: web::Data<AppState>,
+) -> Result<Server, StartupError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Ok(HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(telemetry::with_request_id))
+            .app_data(state.clone())
+            .configure(|cfg| routes::configure(cfg, served))
+            .default_service(web::to(routes::not_found))
+    })
+    .listen(listener)
+    .map_err(|source| StartupError::Bind { addr, source })?
+    .shutdown_timeout(30)
+    .run())
 }
 
 /// Reloads targets and their policies from the configuration file while serving.
@@ -169,27 +229,38 @@ impl Application {
             admin: settings.admin.clone(),
             issuers: settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
         });
-        let admin_enabled = settings.admin.enabled;
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(telemetry::with_request_id))
-                .app_data(state.clone())
-                .configure(|cfg| routes::configure(cfg, admin_enabled))
-                .default_service(web::to(routes::not_found))
-        })
-        .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            addr: port.to_string(),
-            source,
-        })?
-        .shutdown_timeout(30)
-        .run();
+        let (public, extra) = listeners(&settings);
+        let server = serve(listener, public, state.clone())?;
+        let mut others = Vec::new();
+        for (addr, served) in extra {
+            let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+            let bound = listener.local_addr().map_err(|source| StartupError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+            tracing::info!(addr = %bound, admin = served.admin, metrics = served.metrics, "separate listener");
+            others.push((bound, served, serve(listener, served, state.clone())?));
+        }
         Ok(Self {
             port: port.port(),
             server,
+            others,
             broker,
             reloader,
         })
+    }
+
+    /// The address of the separate listener serving the admin API, when one is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.others.iter().find(|o| o.1.admin).map(|o| o.0)
+    }
+
+    /// The address of the separate listener serving `/metrics`, when one is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.others.iter().find(|o| o.1.metrics).map(|o| o.0)
     }
 
     /// The port the server listens on.
@@ -212,8 +283,12 @@ impl Application {
         self.reloader.clone()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM).
+    /// Serves until the server is stopped (SIGINT/SIGTERM); the separate listeners stop
+    /// on the same signals.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        for (_, _, server) in self.others {
+            tokio::spawn(server);
+        }
         self.server.await
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{invalid, ConfigError};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 /// Admin API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +20,10 @@ pub struct AdminSettings {
     /// An admin token's `aud` must hold one of these; unset: the issuer's audiences.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// A listener of its own for `/admin/v1/*` (and the health checks); unset: the public
+    /// listener serves the admin API.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 fn default_true() -> bool {
@@ -35,6 +40,7 @@ impl Default for AdminSettings {
             permission: default_admin_permission(),
             issuer: None,
             audiences: Vec::new(),
+            listen: None,
         }
     }
 }

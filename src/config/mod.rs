@@ -9,6 +9,7 @@ mod clients;
 mod google;
 mod issuers;
 mod log;
+mod metrics;
 mod policy;
 mod targets;
 
@@ -19,6 +20,7 @@ pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS};
 pub use log::LogSettings;
+pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
 pub use targets::{TargetKind, TargetSettings};
 
@@ -63,6 +65,9 @@ pub struct Settings {
     /// Admin API.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// Metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -82,6 +87,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             audit: AuditSettings::default(),
             admin: AdminSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -205,6 +211,17 @@ impl Settings {
         self.audit.validate()?;
         let trusted: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
         self.admin.validate(&trusted)?;
+        for (key, addr) in [
+            ("admin.listen", self.admin.listen),
+            ("metrics.listen", self.metrics.listen),
+        ] {
+            if addr.is_some_and(|a| a == self.listen && a.port() != 0) {
+                return Err(invalid(
+                    key,
+                    "must differ from `listen`; leave it unset to serve on the public listener",
+                ));
+            }
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(invalid("log.format", "must be `json` or `text`"));
         }

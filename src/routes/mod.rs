@@ -32,13 +32,28 @@ pub struct AppState {
     pub issuers: Vec<String>,
 }
 
-/// Registers every route; the admin API only when `admin` is set.
-pub fn configure(cfg: &mut web::ServiceConfig, admin: bool) {
-    cfg.service(resource("/v1/token", "POST", web::post().to(token)))
-        .service(resource("/healthz", "GET", web::get().to(healthz)))
-        .service(resource("/readyz", "GET", web::get().to(readyz)))
-        .service(resource("/metrics", "GET", web::get().to(metrics)));
-    if admin {
+/// Which groups of routes one listener serves; every listener answers the health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Served {
+    /// `POST /v1/token`.
+    pub token: bool,
+    /// `/admin/v1/*`.
+    pub admin: bool,
+    /// `GET /metrics`.
+    pub metrics: bool,
+}
+
+/// Registers the routes `served` names.
+pub fn configure(cfg: &mut web::ServiceConfig, served: Served) {
+    cfg.service(resource("/healthz", "GET", web::get().to(healthz)))
+        .service(resource("/readyz", "GET", web::get().to(readyz)));
+    if served.token {
+        cfg.service(resource("/v1/token", "POST", web::post().to(token)));
+    }
+    if served.metrics {
+        cfg.service(resource("/metrics", "GET", web::get().to(metrics)));
+    }
+    if served.admin {
         cfg.service(resource(
             "/admin/v1/issuances",
             "GET",

@@ -77,3 +77,61 @@ async fn admin_tokens_must_carry_one_of_the_admin_audiences_when_set() {
     let admin_api = admin_token(&app.issuer, json!({ "aud": [DEV_AUDIENCE, ADMIN_API] }));
     assert_eq!(list(&app, &admin_api).await.status(), 200);
 }
+
+#[tokio::test]
+async fn admin_and_metrics_on_their_own_listeners_are_not_on_the_public_port() {
+    let app = spawn_app_with(|s| {
+        s.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+        s.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = admin_token(&app.issuer, json!({}));
+    let admin_base = app.admin_address.clone().expect("admin listener");
+    let metrics_base = app.metrics_address.clone().expect("metrics listener");
+    assert_ne!(admin_base, metrics_base);
+
+    // The public port answers exchanges only.
+    assert_eq!(list(&app, &admin).await.status(), 404);
+    assert_eq!(app.get("/metrics").await.status(), 404);
+    assert_eq!(
+        app.exchange(&app.token_for("auth0|alice")).await.status(),
+        200
+    );
+
+    let on = |base: &str, path: &str| app.http.get(format!("{base}{path}"));
+    let listed = on(&admin_base, "/admin/v1/issuances")
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let metrics = on(&metrics_base, "/metrics").send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("sts_bridge_exchanges_total"));
+    // Each separate listener serves its own routes and the health checks, nothing else.
+    for (base, path) in [
+        (&admin_base, "/metrics"),
+        (&metrics_base, "/admin/v1/issuances"),
+    ] {
+        assert_eq!(
+            on(base, path).send().await.unwrap().status(),
+            404,
+            "{base}{path}"
+        );
+    }
+    let token = app
+        .http
+        .post(format!("{admin_base}/v1/token"))
+        .form(&[("grant_type", GRANT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 404);
+    for base in [&admin_base, &metrics_base] {
+        assert_eq!(on(base, "/readyz").send().await.unwrap().status(), 200);
+    }
+}

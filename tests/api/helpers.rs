@@ -22,6 +22,10 @@ pub struct TestApp {
     pub broker: Arc<Broker>,
     pub db: Arc<TestDb>,
     pub reloader: Reloader,
+    /// Base URL of the separate admin listener, when the settings ask for one.
+    pub admin_address: Option<String>,
+    /// Base URL of the separate metrics listener, when the settings ask for one.
+    pub metrics_address: Option<String>,
 }
 
 fn loopback() -> TcpListener {
@@ -86,6 +90,8 @@ async fn start_app_with_upstreams(
     let address = format!("http://127.0.0.1:{}", app.port());
     let broker = app.broker();
     let reloader = app.reloader();
+    let admin_address = app.admin_addr().map(|a| format!("http://{a}"));
+    let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -95,6 +101,8 @@ async fn start_app_with_upstreams(
         broker,
         db,
         reloader,
+        admin_address,
+        metrics_address,
     }
 }
 

@@ -111,6 +111,7 @@ EVERYTHING: dict[str, Any] = {
                     "targetMemoryUtilizationPercentage": 80},
     "podDisruptionBudget": {"enabled": True, "minAvailable": 2, "maxUnavailable": ""},
     "metrics": {
+        "port": 9464,
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "podMonitoring": {"enabled": True},
     },
@@ -198,7 +199,7 @@ def check_service_monitor(doc: dict) -> None:
     endpoints = dig(doc, "spec", "endpoints", default=[])
     R.check("ServiceMonitor has one endpoint", isinstance(endpoints, list) and len(endpoints) == 1,
             repr(endpoints))
-    R.equal("ServiceMonitor port", dig(endpoints, 0, "port"), "http")
+    R.equal("ServiceMonitor port (metrics.port)", dig(endpoints, 0, "port"), "metrics")
     R.equal("ServiceMonitor path", dig(endpoints, 0, "path"), "/metrics")
     R.check("ServiceMonitor selects the Service",
             bool(dig(doc, "spec", "selector", "matchLabels")), "no matchLabels")
@@ -206,7 +207,8 @@ def check_service_monitor(doc: dict) -> None:
 
 def check_pod_monitoring(doc: dict) -> None:
     R.equal("PodMonitoring apiVersion", doc.get("apiVersion"), "monitoring.googleapis.com/v1")
-    R.equal("PodMonitoring port", dig(doc, "spec", "endpoints", 0, "port"), "http")
+    R.equal("PodMonitoring port (metrics.port)", dig(doc, "spec", "endpoints", 0, "port"),
+            "metrics")
     R.equal("PodMonitoring path", dig(doc, "spec", "endpoints", 0, "path"), "/metrics")
     R.check("PodMonitoring selects the pods",
             bool(dig(doc, "spec", "selector", "matchLabels")), "no matchLabels")
@@ -335,7 +337,12 @@ def check_chart_objects(docs: list[tuple[str, dict]], values: dict, everything: 
                 {"name": "sts-bridge-db", "key": "url"})
         R.equal("extra env", dig(env, "STS_BRIDGE__CACHE__MAX_ENTRIES", "value"), "50000")
         R.equal("preStop sleep", dig(c, "lifecycle", "preStop", "sleep", "seconds"), 5)
+        R.equal("metrics container port", dig(ports, "metrics", "containerPort"), 9464)
+        R.equal("STS_BRIDGE__METRICS__LISTEN", dig(env, "STS_BRIDGE__METRICS__LISTEN", "value"),
+                "0.0.0.0:9464")
     else:
+        R.check("no metrics listener by default", "STS_BRIDGE__METRICS__LISTEN" not in env,
+                repr(env.get("STS_BRIDGE__METRICS__LISTEN")))
         R.check("no DATABASE_URL without a secret", "DATABASE_URL" not in env, repr(env.get("DATABASE_URL")))
         R.check("no preStop hook by default", "lifecycle" not in c, repr(c.get("lifecycle")))
 
