@@ -33,6 +33,22 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    fn denied(target: &str, rule: &'static str, detail: String) -> Self {
+        PolicyError::AccessDenied {
+            target: target.to_owned(),
+            rule,
+            detail,
+        }
+    }
+
+    fn unauthorized(target: &str, rule: &'static str, detail: String) -> Self {
+        PolicyError::UnauthorizedClient {
+            target: target.to_owned(),
+            rule,
+            detail,
+        }
+    }
+
     /// The RFC 6749 error code.
     pub fn oauth_code(&self) -> &'static str {
         match self {
@@ -56,11 +72,7 @@ pub fn check(
     target: &str,
     identity: &Identity,
 ) -> Result<(), PolicyError> {
-    let denied = |rule, detail: String| PolicyError::AccessDenied {
-        target: target.to_owned(),
-        rule,
-        detail,
-    };
+    let denied = |rule, detail| PolicyError::denied(target, rule, detail);
     if !policy.names_anyone() {
         return Err(denied(
             "policy",
@@ -79,15 +91,15 @@ pub fn check(
     if !policy.clients.is_empty() {
         let client = identity.client_id.as_deref();
         if !client.is_some_and(|c| policy.clients.iter().any(|a| a == c)) {
-            return Err(PolicyError::UnauthorizedClient {
-                target: target.to_owned(),
-                rule: "clients",
-                detail: format!(
+            return Err(PolicyError::unauthorized(
+                target,
+                "clients",
+                format!(
                     "tokens must be issued to one of the clients {}; this token's azp/client_id is {}",
                     policy.clients.join(", "),
                     client.map_or_else(|| "absent".into(), printable)
                 ),
-            });
+            ));
         }
     }
     let lists = [
@@ -128,11 +140,7 @@ pub fn check_actor(
     target: &str,
     actor: Option<&Identity>,
 ) -> Result<(), PolicyError> {
-    let denied = |rule, detail: String| PolicyError::AccessDenied {
-        target: target.to_owned(),
-        rule,
-        detail,
-    };
+    let denied = |rule, detail| PolicyError::denied(target, rule, detail);
     match actor {
         None if policy.actor_clients.is_empty() => Ok(()),
         None => Err(denied(
@@ -155,15 +163,15 @@ pub fn check_actor(
             if client.is_some_and(|c| policy.actor_clients.iter().any(|l| l == c)) {
                 return Ok(());
             }
-            Err(PolicyError::UnauthorizedClient {
-                target: target.to_owned(),
-                rule: "actor_clients",
-                detail: format!(
+            Err(PolicyError::unauthorized(
+                target,
+                "actor_clients",
+                format!(
                     "the actor must be one of the clients {}; this actor's azp/client_id is {}",
                     policy.actor_clients.join(", "),
                     client.map_or_else(|| "absent".into(), printable)
                 ),
-            })
+            ))
         }
     }
 }
@@ -175,11 +183,7 @@ pub fn check_client(
     target: &str,
     identity: &Identity,
 ) -> Result<(), PolicyError> {
-    let refused = |rule, detail: String| PolicyError::UnauthorizedClient {
-        target: target.to_owned(),
-        rule,
-        detail,
-    };
+    let refused = |rule, detail| PolicyError::unauthorized(target, rule, detail);
     if !client.targets.is_empty() && !client.targets.iter().any(|t| t == target) {
         return Err(refused(
             "clients.targets",

@@ -97,7 +97,12 @@ async fn start_app_with_upstreams(
         address,
         issuer,
         google,
-        http: reqwest::Client::new(),
+        // The server closes idle keep-alive connections after 5 s; a client that reused one
+        // at that moment would see the request fail without an answer.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .expect("HTTP client"),
         broker,
         db,
         reloader,

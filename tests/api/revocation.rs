@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use crate::records::admin_token;
 use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sts_bridge::devstack::MintRequest;
@@ -26,9 +27,11 @@ async fn a_revoke_racing_a_hundred_exchanges_lets_none_through_after_it_returned
     // that passed the first revocation check before the revoke are still in flight after.
     app.google.set_delay(Duration::from_millis(300));
     let started = Instant::now();
+    let served = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
     for i in 0..100u64 {
         let app = app.clone();
+        let served = served.clone();
         let Ok(serde_json::Value::Object(extra)) =
             serde_json::from_value::<serde_json::Value>(json!({ "n": i }))
         else {
@@ -40,14 +43,27 @@ async fn a_revoke_racing_a_hundred_exchanges_lets_none_through_after_it_returned
             ..Default::default()
         });
         tasks.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(6 * i)).await;
+            tokio::time::sleep(Duration::from_millis(15 * i)).await;
             let response = app.exchange(&token).await;
             let status = response.status().as_u16();
             let body = response.text().await.unwrap();
-            (status, body, Instant::now())
+            let completed = Instant::now();
+            if status == 200 {
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+            (status, body, completed)
         });
     }
-    tokio::time::sleep(Duration::from_millis(330)).await;
+    // Revoke once the first credentials have left, with many requests still waiting for
+    // Google (launched over 1.5 s, each waiting 300 ms).
+    let wait_from = Instant::now();
+    while served.load(Ordering::SeqCst) == 0 {
+        assert!(
+            wait_from.elapsed() < Duration::from_secs(20),
+            "nothing was served"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let response = revoke(
         &app,
         json!({"subject": "auth0|alice", "until": "2099-01-01T00:00:00Z", "reason": "laptop stolen"}),

@@ -289,23 +289,10 @@ async fn a_client_limited_to_other_azp_values_or_targets_is_refused_and_both_ids
 #[tokio::test]
 async fn basic_client_authentication_is_checked_when_sent() {
     let app = spawn_app_with(|s| s.clients = vec![client("notebooks", "s3cr%t:x")]).await;
-    let token = app.token_for("auth0|alice");
-    let post = |user: &str, secret: &str| {
-        app.http
-            .post(format!("{}/v1/token", app.address))
-            .basic_auth(user, Some(secret))
-            .form(&[
-                ("grant_type", GRANT),
-                ("audience", DEV_TARGET),
-                ("subject_token", token.as_str()),
-                ("subject_token_type", JWT),
-            ])
-            .send()
-    };
+    let ok = exchange_as(&app, Some(("notebooks", "s3cr%t:x"))).await;
+    assert_eq!(ok.status(), 200);
 
-    assert_eq!(post("notebooks", "s3cr%t:x").await.unwrap().status(), 200);
-
-    let response = post("notebooks", "wrong").await.unwrap();
+    let response = exchange_as(&app, Some(("notebooks", "wrong"))).await;
     assert!(response.headers()["www-authenticate"]
         .to_str()
         .unwrap()
@@ -316,20 +303,7 @@ async fn basic_client_authentication_is_checked_when_sent() {
 #[tokio::test]
 async fn basic_authentication_without_configured_clients_is_refused() {
     let app = spawn_app().await;
-    let token = app.token_for("auth0|alice");
-    let response = app
-        .http
-        .post(format!("{}/v1/token", app.address))
-        .basic_auth("someone", Some("secret"))
-        .form(&[
-            ("grant_type", GRANT),
-            ("audience", DEV_TARGET),
-            ("subject_token", token.as_str()),
-            ("subject_token_type", JWT),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = exchange_as(&app, Some(("someone", "secret"))).await;
     let text = assert_error(response, 401, "invalid_client").await;
     assert!(text.contains("not configured"), "{text}");
     assert_eq!(app.google.call_count(), 0);
