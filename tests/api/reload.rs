@@ -253,3 +253,33 @@ async fn the_binary_reloads_its_policy_on_sighup() {
     );
     child.kill().await.unwrap();
 }
+
+/// What `sts-bridge check-config` prints for `file`, after checking it succeeded.
+async fn check_config(file: &ConfigFile) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-bridge"))
+        .args(["check-config", "--config"])
+        .arg(file.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}");
+    stdout
+}
+
+#[tokio::test]
+async fn check_config_warns_about_a_target_that_names_nobody() {
+    let app = spawn_app().await;
+    let file = ConfigFile::for_app(&app);
+    file.write("machine_tokens = true");
+    let stdout = check_config(&file).await;
+    assert!(
+        stdout.contains("warning: configuration key `targets[0].policy`")
+            && stdout.contains("refuses everyone"),
+        "{stdout}"
+    );
+    file.write(ANALYSTS);
+    let stdout = check_config(&file).await;
+    assert!(!stdout.contains("warning"), "{stdout}");
+}
