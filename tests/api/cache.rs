@@ -204,3 +204,22 @@ async fn a_token_differing_only_in_time_claims_and_jti_reuses_the_credential() {
     assert_eq!(first, second);
     assert_eq!(app.google.call_count(), 1);
 }
+
+#[tokio::test]
+async fn an_issuers_explicit_cache_key_claims_decide_what_tells_tokens_apart() {
+    use serde_json::json;
+    let app = spawn_app_with(|s| s.issuers[0].cache_key_claims = Some(vec!["email".into()])).await;
+    let token = |extra| alice_with(&app, extra, None);
+    let (first, _) =
+        access_token_and_expiry(&app, &token(json!({ "email": "a@x", "name": "A" }))).await;
+    let (renamed, _) =
+        access_token_and_expiry(&app, &token(json!({ "email": "a@x", "name": "B" }))).await;
+    assert_eq!(
+        first, renamed,
+        "a claim outside cache_key_claims split the cache"
+    );
+    let (other_email, _) =
+        access_token_and_expiry(&app, &token(json!({ "email": "b@x", "name": "A" }))).await;
+    assert_ne!(first, other_email);
+    assert_eq!(app.google.call_count(), 2);
+}
