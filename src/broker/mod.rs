@@ -292,15 +292,21 @@ impl Broker {
                 .map(Some)
                 .map_err(BrokerError::Actor),
         };
+        // Resolved once: a reload while this request runs changes neither its policy
+        // nor its record.
+        let resolved = self.targets().resolve(&req.audience);
         let (actor, decided) = match actor {
             Ok(actor) => {
-                let decided = self.decide(&identity, actor.as_ref(), &req).await;
+                let decided = self
+                    .decide(&identity, actor.as_ref(), &resolved, &req)
+                    .await;
                 (actor, decided)
             }
             Err(e) => (None, Err(e)),
         };
         let actor = actor.as_ref();
-        let record = self.record_for(&identity, actor, &req, &decided);
+        let target = resolved.as_ref().ok();
+        let record = self.record_for(&identity, actor, target, &req, &decided);
         self.audit.writer.record(record).await?;
         let decided = match decided {
             // Checked again as the credential is about to leave, so none leaves once a
@@ -308,7 +314,7 @@ impl Broker {
             // returned to the administrator.
             Ok(_) if self.revocation_of(&identity).is_some() => {
                 let refused = Err(self.revocation_of(&identity).expect("checked above"));
-                let record = self.record_for(&identity, actor, &req, &refused);
+                let record = self.record_for(&identity, actor, target, &req, &refused);
                 self.audit.writer.record(record).await?;
                 refused
             }
@@ -331,12 +337,13 @@ impl Broker {
         &self,
         identity: &Identity,
         actor: Option<&Identity>,
+        resolved: &Result<Arc<Target>, TargetError>,
         req: &ExchangeRequest,
     ) -> Result<Decision, BrokerError> {
         if let Some(revoked) = self.revocation_of(identity) {
             return Err(revoked);
         }
-        let target = self.targets().resolve(&req.audience)?;
+        let target = resolved.clone()?;
         policy::check(&target.settings.policy, &target.name, identity)?;
         policy::check_actor(&target.settings.policy, &target.name, actor)?;
         if let Some(client) = req
@@ -416,6 +423,7 @@ impl Broker {
         &self,
         identity: &Identity,
         actor: Option<&Identity>,
+        target: Option<&Arc<Target>>,
         req: &ExchangeRequest,
         decided: &Result<Decision, BrokerError>,
     ) -> IssuanceRecord {
@@ -452,7 +460,7 @@ impl Broker {
                 record.token_sha256 = Some(d.access_token.fingerprint());
             }
             Err(e) => {
-                if let Ok(t) = self.targets().resolve(&req.audience) {
+                if let Some(t) = target {
                     record.target = t.name.to_string();
                     record.google_principal = t.principal_for(&identity.subject);
                 }
