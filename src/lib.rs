@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod broker;
+pub mod causes;
 pub mod config;
 pub mod devstack;
 pub mod google;

@@ -11,7 +11,7 @@ mod helpers;
 use helpers::*;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use sts_bridge::devstack::MintRequest;
 
 #[derive(Clone, Default)]
@@ -27,11 +27,63 @@ impl Write for Capture {
     }
 }
 
+/// The process-wide log capture (the subscriber is global, so both tests share it and each
+/// looks only for its own lines).
+fn capture() -> Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let sink = capture.clone();
+            sts_bridge::telemetry::init_with_writer("json", "trace", move || sink.clone());
+            capture
+        })
+        .clone()
+}
+
+impl Capture {
+    fn lines(&self) -> Vec<Value> {
+        let log = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        log.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_log_names_why_an_issuer_is_unreachable() {
+    let capture = capture();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
+    let discovery = url.clone();
+    let _app = start_app(Arc::new(db::TestDb::sqlite()), move |s| {
+        s.issuers[0].discovery_url = Some(discovery);
+    })
+    .await;
+    let expected = format!("discovery at {url} failed");
+    for _ in 0..100 {
+        let found = capture.lines().into_iter().find(|l| {
+            l["message"] == "signing keys not loaded"
+                && l["error"].as_str().is_some_and(|e| e.contains(&expected))
+        });
+        if let Some(line) = found {
+            let error = line["error"].as_str().unwrap();
+            assert!(error.contains("onnection refused"), "{error}");
+            assert_eq!(line["level"], "WARN");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no log line names the refused connection to {url}");
+}
+
 #[tokio::test]
 async fn no_token_appears_in_the_logs_of_a_full_run() {
-    let capture = Capture::default();
-    let sink = capture.clone();
-    sts_bridge::telemetry::init_with_writer("json", "trace", move || sink.clone());
+    let capture = capture();
 
     let app = spawn_app().await;
     let subject_token = app.token_for("auth0|alice");
@@ -92,10 +144,7 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
-        .collect();
+    let lines = capture.lines();
     assert!(lines.len() > 20, "only {} log lines captured", lines.len());
     let issued: Vec<&Value> = lines
         .iter()

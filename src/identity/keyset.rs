@@ -46,6 +46,8 @@ struct Loaded {
     keys: HashMap<String, VerifyingKey>,
     jwks_uri: Option<String>,
     loaded_at: Option<Instant>,
+    /// Why the latest fetch failed, cleared by the next success.
+    last_error: Option<String>,
 }
 
 /// The key set of one issuer.
@@ -140,8 +142,15 @@ impl KeySet {
         self.fetch().await
     }
 
+    /// Why the latest fetch failed, with its whole cause chain; `None` after a success.
+    pub fn last_error(&self) -> Option<String> {
+        self.loaded.read().expect("key set lock").last_error.clone()
+    }
+
     async fn fetch(&self) -> Result<usize, FetchError> {
         let result = self.fetch_keys().await;
+        self.loaded.write().expect("key set lock").last_error =
+            result.as_ref().err().map(ToString::to_string);
         self.metrics
             .jwks_refresh(&self.issuer, result.is_ok(), self.key_count());
         result
@@ -253,12 +262,16 @@ async fn get_bounded(
         Err(e) => crate::metrics::transport_error(e).to_owned(),
     };
     metrics.upstream(upstream, &code, started.elapsed());
-    let mut response = sent.map_err(|e| e.to_string())?;
+    let mut response = sent.map_err(|e| crate::causes::chain(&e))?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::causes::chain(&e))?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
         }

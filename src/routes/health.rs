@@ -22,19 +22,22 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             store.engine()
         ));
     }
-    let missing: Vec<&str> = state
+    let missing: Vec<String> = state
         .broker
         .validator()
         .key_sets()
         .filter(|(_, keys)| !keys.is_loaded())
-        .map(|(issuer, _)| issuer)
+        .map(|(issuer, keys)| match keys.last_error() {
+            Some(cause) => format!("{issuer} ({cause})"),
+            None => issuer.to_owned(),
+        })
         .collect();
     if missing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
         not_ready(format!(
             "signing keys not loaded yet for {}",
-            missing.join(", ")
+            missing.join("; ")
         ))
     }
 }

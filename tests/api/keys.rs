@@ -110,3 +110,71 @@ async fn a_withdrawn_key_stops_being_trusted_after_the_scheduled_refresh() {
     let (status, _) = status_json(app.exchange(&app.token_for("auth0|alice")).await).await;
     assert_eq!(status, 200, "a token signed with the new key is accepted");
 }
+
+/// Polls /readyz until its reason mentions `needle` (the first fetch may still be running).
+async fn not_ready_reason_containing(app: &TestApp, needle: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let (status, body) = status_json(app.get("/readyz").await).await;
+        assert_eq!(status, 503, "{body}");
+        last = body["reason"].as_str().unwrap_or_default().to_owned();
+        if last.contains(needle) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/readyz never named {needle:?}; last reason: {last}");
+}
+
+#[tokio::test]
+async fn readiness_names_a_refused_connection_to_the_issuer() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // bound and released: nothing listens there now
+    let url = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
+    let discovery = url.clone();
+    let app = start_app(std::sync::Arc::new(TestDb::sqlite()), move |s| {
+        s.issuers[0].discovery_url = Some(discovery);
+    })
+    .await;
+
+    let reason = not_ready_reason_containing(&app, "onnection refused").await;
+    assert!(reason.contains(&app.issuer.issuer()), "{reason}");
+    assert!(
+        reason.contains(&format!("discovery at {url} failed")),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_names_what_is_wrong_with_the_discovery_document() {
+    // An issuer whose discovery document lacks jwks_uri.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request).await;
+            let body = format!(
+                r#"{{"issuer":"http://127.0.0.1:{port}/","authorization_endpoint":"http://127.0.0.1:{port}/authorize","response_types_supported":["code"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256"]}}"#
+            );
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+        }
+    });
+    let app = start_app(std::sync::Arc::new(TestDb::sqlite()), move |s| {
+        s.issuers[0].discovery_url = Some(format!(
+            "http://127.0.0.1:{port}/.well-known/openid-configuration"
+        ));
+    })
+    .await;
+
+    let reason = not_ready_reason_containing(&app, "not an OpenID provider configuration").await;
+    assert!(reason.contains("missing field `jwks_uri`"), "{reason}");
+}
