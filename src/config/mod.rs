@@ -8,6 +8,7 @@ mod cache;
 mod clients;
 mod google;
 mod issuers;
+mod load_error;
 mod log;
 mod metrics;
 mod policy;
@@ -129,9 +130,7 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("STS_BRIDGE__").split("__"));
-        let mut settings: Settings = figment
-            .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut settings: Settings = load_error::extract(&figment)?;
         // The conventional variable wins, so platforms that inject it need no mapping.
         if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
             settings.audit.database_url = Some(url);
@@ -380,6 +379,83 @@ mod tests {
         let mut s = valid();
         s.targets[0].default_scopes = vec!["https://www.googleapis.com/auth/bigquery".into()];
         assert_eq!(problem_key(&s), "targets[0].default_scopes");
+    }
+
+    /// Loads `text` as a configuration file; returns the error's text.
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
+    fn load_error_of(text: &str) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut message = String::new();
+        figment::Jail::expect_with(|_| {
+            message = Settings::load(Some(&path)).unwrap_err().to_string();
+            Ok(())
+        });
+        (message, path.display().to_string())
+    }
+
+    const MINIMAL: &str = r#"
+        [[issuers]]
+        issuer = "https://tenant.auth0.com/"
+        audiences = ["https://sts-bridge"]
+        [[targets]]
+        name = "bq"
+        kind = "workforce"
+        provider = "//iam.googleapis.com/locations/global/workforcePools/p/providers/a0"
+        allowed_scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+    "#;
+
+    #[test]
+    fn a_wrong_type_reads_like_a_validation_error() {
+        let (message, file) =
+            load_error_of(&format!("{MINIMAL}\n[cache]\nmax_entries = \"lots\"\n"));
+        assert_eq!(
+            message,
+            format!(
+                r#"configuration key `cache.max_entries`: expected an integer, found "lots" ({file})"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_suggests_the_nearest_known_one() {
+        let (message, file) = load_error_of(&format!("{MINIMAL}\n[cache]\nmax_entrys = 5\n"));
+        assert_eq!(
+            message,
+            format!("configuration key `cache.max_entrys`: unknown key; did you mean `max_entries`? ({file})")
+        );
+        let (message, _) = load_error_of(&format!(
+            "{MINIMAL}\n[[targets]]\nname = \"x\"\nkidn = \"workforce\"\n"
+        ));
+        assert!(
+            message.starts_with(
+                "configuration key `targets[1].kidn`: unknown key; did you mean `kind`?"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
+    fn a_missing_key_and_a_bad_environment_value_name_their_key() {
+        let (message, _) = load_error_of("[[issuers]]\nissuer = \"https://t.auth0.com/\"\n");
+        assert!(
+            message.starts_with("configuration key `issuers[0].audiences`: is required"),
+            "{message}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STS_BRIDGE__CACHE__MAX_ENTRIES", "lots");
+            let message = Settings::load(Some(&path)).unwrap_err().to_string();
+            assert_eq!(
+                message,
+                r#"configuration key `cache.max_entries`: expected an integer, found "lots" (environment variable STS_BRIDGE__CACHE__MAX_ENTRIES)"#
+            );
+            Ok(())
+        });
     }
 
     #[test]
