@@ -34,7 +34,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Development: the service with a local issuer and Google STS stand-in, loopback only.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
 }
 
 #[derive(Args)]
@@ -72,8 +72,11 @@ enum DevCommand {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
         /// The dev issuer.
-        #[arg(long, default_value = "http://127.0.0.1:8081/")]
+        #[arg(long, default_value = devstack::cli::DEFAULT_ISSUER)]
         issuer: String,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -98,6 +101,7 @@ async fn main() -> ExitCode {
                 groups,
                 ttl,
                 issuer,
+                out,
             }) => {
                 let req = devstack::MintRequest {
                     sub,
@@ -106,7 +110,7 @@ async fn main() -> ExitCode {
                     ttl_secs: Some(ttl),
                     ..Default::default()
                 };
-                devstack::cli::print_token(&issuer, &req).await
+                devstack::cli::print_token(&issuer, &req, out.as_deref()).await
             }
             None => {
                 devstack::cli::run(devstack::cli::DevOptions {

@@ -4,7 +4,10 @@ use super::{DevIssuer, GoogleStandIn, MintRequest};
 use crate::startup::Application;
 use crate::telemetry;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The dev issuer's address when `--issuer-listen` is not given.
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8081/";
 
 /// Where the dev stack listens and writes.
 pub struct DevOptions {
@@ -19,13 +22,14 @@ pub struct DevOptions {
 }
 
 /// Runs the service, the dev issuer and the Google stand-in until interrupted.
-pub async fn run(opts: DevOptions) -> Result<(), String> {
-    let bind = |addr| super::bind_loopback(addr).map_err(|e| format!("{addr}: {e}"));
+pub async fn run(mut opts: DevOptions) -> Result<(), String> {
     let (service_listener, issuer_listener, google_listener) = (
-        bind(opts.listen)?,
-        bind(opts.issuer_listen)?,
-        bind(opts.google_listen)?,
+        bind(opts.listen, "--listen")?,
+        bind(opts.issuer_listen, "--issuer-listen")?,
+        bind(opts.google_listen, "--google-listen")?,
     );
+    // Port 0 picks a free port: print and write the address actually bound.
+    opts.listen = service_listener.local_addr().map_err(|e| e.to_string())?;
     let issuer = DevIssuer::start(issuer_listener).map_err(|e| e.to_string())?;
     let google = GoogleStandIn::start(google_listener).map_err(|e| e.to_string())?;
     let mut settings = super::settings(&issuer, &google, opts.listen);
@@ -38,6 +42,34 @@ pub async fn run(opts: DevOptions) -> Result<(), String> {
         write_files(&opts, &issuer).map_err(|e| format!("writing {}: {e}", opts.dir.display()))?;
     println!("{}", instructions(&opts, &issuer, &google, &files));
     app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+/// Binds a loopback address; when it is taken, says which flag picks another.
+fn bind(addr: SocketAddr, flag: &str) -> Result<std::net::TcpListener, String> {
+    super::bind_loopback(addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "{addr} is already in use (is another `make run` still running?); stop it or \
+             choose another address with {flag}, e.g. `cargo run -- dev {flag} 127.0.0.1:0` \
+             (port 0 picks a free port)"
+        ),
+        _ => format!("{addr} ({flag}): {e}"),
+    })
+}
+
+/// Writes a file that holds a token: readable by its owner only.
+pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    // An older file keeps its mode on truncation: tighten it too.
+    #[cfg(unix)]
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
 }
 
 struct DevFiles {
@@ -55,7 +87,7 @@ fn write_files(opts: &DevOptions, issuer: &DevIssuer) -> std::io::Result<DevFile
         permissions: vec!["read:bigquery".into()],
         ..Default::default()
     });
-    std::fs::write(&token, minted)?;
+    write_secret_file(&token, &minted)?;
     let file = super::external_account_file(&format!("http://{}", opts.listen), &token, true);
     std::fs::write(
         &credentials,
@@ -74,6 +106,12 @@ fn instructions(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "sts-bridge".into());
     let service = format!("http://{}", opts.listen);
+    // `dev token` asks the default address unless told otherwise.
+    let issuer_flag = if issuer.issuer() == DEFAULT_ISSUER {
+        String::new()
+    } else {
+        format!(" --issuer {}", issuer.issuer())
+    };
     format!(
         r#"
 sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
@@ -82,7 +120,7 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
   Google STS stand-in {google}
 
 1. Get an access token for a person from the dev issuer:
-     TOKEN=$({exe} dev token --sub 'auth0|alice')
+     TOKEN=$({exe} dev token{issuer_flag} --sub 'auth0|alice')
 
 2. Exchange it for a Google credential, exactly as Google client libraries do:
      curl -s {service}/v1/token \
@@ -93,8 +131,10 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
 
 3. Or let Python's google-auth do it with the external_account file written for you
    (its credential_source reads {token}, a token for auth0|alice valid for an hour;
-   `make venv` installs google-auth into .venv):
+   `make venv-demo` installs google-auth into .venv in seconds):
      .venv/bin/python tests/python/refresh_external_account.py {credentials}
+   After the hour, mint a fresh one into the same file (written 0600):
+     {exe} dev token{issuer_flag} --sub 'auth0|alice' --permission read:bigquery --out {token}
 
 Press Ctrl-C to stop.
 "#,
@@ -106,8 +146,12 @@ Press Ctrl-C to stop.
     )
 }
 
-/// Asks the running dev issuer for a token and prints it.
-pub async fn print_token(issuer: &str, req: &MintRequest) -> Result<(), String> {
+/// Asks the running dev issuer for a token and prints it, or writes it to `out` (0600).
+pub async fn print_token(
+    issuer: &str,
+    req: &MintRequest,
+    out: Option<&Path>,
+) -> Result<(), String> {
     let url = url::Url::parse(issuer).map_err(|e| format!("issuer {issuer}: {e}"))?;
     if !crate::config::is_loopback_host(&url) {
         return Err("the dev issuer only runs on loopback addresses".into());
@@ -124,10 +168,14 @@ pub async fn print_token(issuer: &str, req: &MintRequest) -> Result<(), String> 
     let status = response.status();
     let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
     match body.get("access_token").and_then(|t| t.as_str()) {
-        Some(token) if status.is_success() => {
-            println!("{token}");
-            Ok(())
-        }
+        Some(token) if status.is_success() => match out {
+            Some(path) => write_secret_file(path, token)
+                .map_err(|e| format!("writing {}: {e}", path.display())),
+            None => {
+                println!("{token}");
+                Ok(())
+            }
+        },
         _ => Err(format!("dev issuer answered {status}: {body}")),
     }
 }
