@@ -2,11 +2,15 @@
 
 VENV   := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
-STAMP  := $(VENV)/.requirements-stamp
-REQS   := tests/python/requirements.txt tests/deploy/requirements.txt tests/contract/requirements.txt
+# The google-auth demo needs two small packages; the test tooling (Helm SDK, schemathesis)
+# is far larger, so it is installed only for the tests.
+DEMO_REQS  := tests/python/requirements.txt
+TOOL_REQS  := tests/deploy/requirements.txt tests/contract/requirements.txt
+DEMO_STAMP := $(VENV)/.demo-stamp
+STAMP      := $(VENV)/.requirements-stamp
 BIN    := $(or $(CARGO_TARGET_DIR),target)/debug/sts-bridge
 
-.PHONY: run test deploy-check contract venv lint clean
+.PHONY: run test deploy-check contract venv venv-demo lint clean
 
 ## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
 run:
@@ -39,11 +43,19 @@ contract: venv
 	cargo build --quiet --bin sts-bridge
 	bash tests/contract/run.sh $(BIN) $(PYTHON)
 
+## venv-demo: google-auth and requests only, for the demo `make run` prints
+venv-demo: $(DEMO_STAMP)
+
+## venv: the demo packages plus the test tooling
 venv: $(STAMP)
 
-$(STAMP): $(REQS)
+$(DEMO_STAMP): $(DEMO_REQS)
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS))
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(DEMO_REQS))
+	touch $@
+
+$(STAMP): $(DEMO_STAMP) $(TOOL_REQS)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(TOOL_REQS))
 	touch $@
 
 lint:

@@ -9,8 +9,8 @@
 # path and the admin API), always stops the server, and exits with schemathesis' status.
 #
 # Tunables (environment): CONTRACT_MAX_EXAMPLES (default 300), CONTRACT_SEED (default 1),
-# CONTRACT_WORKERS (default 1), CONTRACT_REPORT_DIR (keep the JSON/JUnit reports and the
-# server log there instead of discarding them), CONTRACT_ARGS (more schemathesis options,
+# CONTRACT_WORKERS (default 1), CONTRACT_REPORT_DIR (write the JSON/JUnit reports and the
+# server log there; without it no report is written), CONTRACT_ARGS (more schemathesis options,
 # split on spaces, e.g. "--report har --report-har-path /tmp/cases.har").
 set -euo pipefail
 
@@ -37,10 +37,20 @@ if ! "$PYTHON" -c 'import schemathesis' 2>/dev/null; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sts-contract.XXXXXX")
-REPORTS=${CONTRACT_REPORT_DIR:-$WORK/reports}
-mkdir -p "$REPORTS"
-SERVER_LOG=$REPORTS/server.log
-rm -f "$REPORTS/schemathesis.json"
+# Reports only where they are kept: a path into the temporary folder would be stale by
+# the time anyone reads it.
+REPORTS=${CONTRACT_REPORT_DIR:-}
+REPORT_ARGS=()
+if [ -n "$REPORTS" ]; then
+    mkdir -p "$REPORTS"
+    rm -f "$REPORTS/schemathesis.json"
+    REPORT_ARGS=(--report json,junit
+        --report-json-path "$REPORTS/schemathesis.json"
+        --report-junit-path "$REPORTS/junit.xml")
+    SERVER_LOG=$REPORTS/server.log
+else
+    SERVER_LOG=$WORK/server.log
+fi
 SERVER_PID=
 
 cleanup() {
@@ -133,9 +143,7 @@ status=0
         --workers "$WORKERS" \
         --request-timeout 10 \
         --suppress-health-check too_slow,filter_too_much \
-        --report json,junit \
-        --report-json-path "$REPORTS/schemathesis.json" \
-        --report-junit-path "$REPORTS/junit.xml" \
+        "${REPORT_ARGS[@]}" \
         ${CONTRACT_ARGS:-}
 ) || status=$?
 
@@ -144,7 +152,7 @@ if [ "$status" -ne 0 ]; then
     tail -n 20 "$SERVER_LOG" >&2
 fi
 
-"$PYTHON" - "$REPORTS/schemathesis.json" "$status" <<'EOF' || true
+[ -n "$REPORTS" ] && "$PYTHON" - "$REPORTS/schemathesis.json" "$status" <<'EOF' || true
 import json, sys
 path, status = sys.argv[1], int(sys.argv[2])
 try:
