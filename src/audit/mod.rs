@@ -6,7 +6,7 @@ mod store;
 mod writer;
 
 pub use revocations::{Revocation, Revocations, ANY_ISSUER};
-pub use store::{AdminAction, IssuanceQuery, Store, StoredIssuance};
+pub use store::{AdminAction, IssuanceQuery, Store, StoredAdminAction, StoredIssuance};
 pub use writer::{AuditWriter, WriterStats};
 
 use time::OffsetDateTime;

@@ -107,6 +107,26 @@ pub struct AdminAction {
     pub detail: String,
 }
 
+/// An admin action as read back from the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredAdminAction {
+    /// Row id (also the pagination key).
+    pub id: i64,
+    /// RFC 3339 time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Request id of the admin call.
+    pub request_id: String,
+    /// The administrator's subject.
+    pub actor: String,
+    /// `list_issuances`, `revoke`, `lift_revocation`, ...
+    pub action: String,
+    /// Subject acted upon, if any.
+    pub subject: Option<String>,
+    /// Parameters of the call.
+    pub detail: serde_json::Value,
+}
+
 /// SQLite keeps times as fixed-width RFC 3339 text in UTC, so text order is time order.
 fn sqlite_time(t: OffsetDateTime) -> String {
     let format =
@@ -296,10 +316,30 @@ impl Store {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<Revocation>, AuditError> {
+        self.list_revocations(now, None, i64::MAX).await
+    }
+
+    /// Up to `limit` revocations in force at `now`, ordered by issuer and subject, after
+    /// the (issuer, subject) of the previous page.
+    pub async fn list_revocations(
+        &self,
+        now: OffsetDateTime,
+        after: Option<(String, String)>,
+        limit: i64,
+    ) -> Result<Vec<Revocation>, AuditError> {
+        // A subject is never empty, so ("", "") sorts before every row.
         const SQL: &str = "SELECT issuer, subject, revoked_until, reason, created_at, created_by \
-             FROM revocations WHERE revoked_until > $1";
+             FROM revocations WHERE revoked_until > $1 AND (issuer, subject) > ($2, $3) \
+             ORDER BY issuer, subject LIMIT $4";
+        let (issuer, subject) = after.unwrap_or_default();
         per_engine!(self, |pool, time, read| {
-            let rows = sqlx::query(SQL).bind(time(now)).fetch_all(pool).await?;
+            let rows = sqlx::query(SQL)
+                .bind(time(now))
+                .bind(&issuer)
+                .bind(&subject)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             rows.iter()
                 .map(|r| {
                     Ok(Revocation {
@@ -309,6 +349,43 @@ impl Store {
                         reason: r.try_get("reason")?,
                         created_at: required(read(r, "created_at")?)?,
                         created_by: r.try_get("created_by")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Up to `limit` admin actions, newest first, below `before_id`, of `actor` if given.
+    pub async fn list_admin_actions(
+        &self,
+        actor: Option<&str>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredAdminAction>, AuditError> {
+        per_engine!(self, |pool, _time, read| {
+            let mut b = QueryBuilder::new(
+                "SELECT id, at, request_id, actor, action, subject, detail FROM admin_actions WHERE 1 = 1",
+            );
+            if let Some(a) = actor {
+                b.push(" AND actor = ").push_bind(a.to_owned());
+            }
+            if let Some(id) = before_id {
+                b.push(" AND id < ").push_bind(id);
+            }
+            b.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+            let rows = b.build().fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    let detail: String = r.try_get("detail")?;
+                    Ok(StoredAdminAction {
+                        id: r.try_get("id")?,
+                        at: required(read(r, "at")?)?,
+                        request_id: r.try_get("request_id")?,
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        subject: r.try_get("subject")?,
+                        detail: serde_json::from_str(&detail)
+                            .unwrap_or(serde_json::Value::String(detail)),
                     })
                 })
                 .collect()

@@ -190,17 +190,7 @@ fn parse_query(query: &str) -> Result<IssuanceQuery, ApiError> {
             "target" => q.target = Some(value),
             "since" => q.since = Some(parse_time("since", &value)?),
             "until" => q.until = Some(parse_time("until", &value)?),
-            "limit" => {
-                q.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::invalid_request(format!(
-                            "limit must be between 1 and {MAX_LIMIT}"
-                        ))
-                    })?;
-            }
+            "limit" => q.limit = parse_limit(&value)?,
             "cursor" => q.before_id = Some(decode_cursor(&value)?),
             other => {
                 return Err(ApiError::invalid_request(format!(
@@ -211,6 +201,58 @@ fn parse_query(query: &str) -> Result<IssuanceQuery, ApiError> {
         }
     }
     Ok(q)
+}
+
+fn parse_limit(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|l| (1..=MAX_LIMIT).contains(l))
+        .ok_or_else(|| {
+            ApiError::invalid_request(format!("limit must be between 1 and {MAX_LIMIT}"))
+        })
+}
+
+/// What a listing's query asks for.
+struct Page<'a> {
+    limit: i64,
+    cursor: Option<String>,
+    filters: Vec<(&'a str, String)>,
+}
+
+/// `limit`, `cursor` and the filters a listing accepts; anything else is refused.
+fn parse_page<'a>(query: &str, filters: &[&'a str]) -> Result<Page<'a>, ApiError> {
+    let (mut limit, mut cursor, mut given) = (DEFAULT_LIMIT, None, Vec::new());
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => limit = parse_limit(&value)?,
+            "cursor" => cursor = Some(value.into_owned()),
+            other => match filters.iter().find(|f| **f == other) {
+                Some(filter) => given.push((*filter, value.into_owned())),
+                None => {
+                    let mut known = vec!["limit", "cursor"];
+                    known.extend_from_slice(filters);
+                    return Err(ApiError::invalid_request(format!(
+                        "unknown parameter {}; use {}",
+                        other.chars().take(64).collect::<String>(),
+                        known.join(", ")
+                    )));
+                }
+            },
+        }
+    }
+    Ok(Page {
+        limit,
+        cursor,
+        filters: given,
+    })
+}
+
+/// A page's `next_cursor`: present only when the page is full.
+fn next_cursor<T>(items: &[T], limit: i64, cursor: impl Fn(&T) -> String) -> Option<String> {
+    (items.len() as i64 == limit)
+        .then(|| items.last().map(cursor))
+        .flatten()
 }
 
 fn encode_cursor(id: i64) -> String {
@@ -249,12 +291,103 @@ pub async fn list_issuances(
         .list_issuances(&query)
         .await
         .map_err(|e| store_error(e, state.retry_after_secs))?;
-    let next_cursor = (items.len() as i64 == query.limit)
-        .then(|| items.last().map(|i| encode_cursor(i.id)))
-        .flatten();
+    let next_cursor = next_cursor(&items, query.limit, |i| encode_cursor(i.id));
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// `GET /admin/v1/revocations`: the revocations in force, by issuer and subject, paged.
+pub async fn list_revocations(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authorize(&req, &state).await?;
+    let Page { limit, cursor, .. } = parse_page(req.query_string(), &[])?;
+    let after = cursor.map(|c| decode_revocation_cursor(&c)).transpose()?;
+    record(
+        &state,
+        &req,
+        &admin,
+        "list_revocations",
+        None,
+        json!({ "query": req.query_string() }),
+    )
+    .await?;
+    let items = state
+        .broker
+        .audit()
+        .store
+        .list_revocations(OffsetDateTime::now_utc(), after, limit)
+        .await
+        .map_err(|e| store_error(e, state.retry_after_secs))?;
+    let next = next_cursor(&items, limit, |r| {
+        URL_SAFE_NO_PAD.encode(json!([r.issuer, r.subject]).to_string())
+    });
+    let items: Vec<_> = items
+        .iter()
+        .map(|r| {
+            json!({
+                "issuer": r.issuer,
+                "subject": r.subject,
+                "until": r.until.format(&Rfc3339).unwrap_or_default(),
+                "reason": r.reason,
+                "created_at": r.created_at.format(&Rfc3339).unwrap_or_default(),
+                "created_by": r.created_by,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "items": items, "next_cursor": next })))
+}
+
+/// The (issuer, subject) a revocation page continues after.
+fn decode_revocation_cursor(cursor: &str) -> Result<(String, String), ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
+        .ok_or_else(|| ApiError::invalid_request("cursor is not one this server returned"))
+}
+
+/// `GET /admin/v1/admin-actions`: what administrators did, newest first, paged.
+pub async fn list_admin_actions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authorize(&req, &state).await?;
+    let Page {
+        limit,
+        cursor,
+        filters,
+    } = parse_page(req.query_string(), &["actor"])?;
+    let before = cursor.map(|c| decode_cursor(&c)).transpose()?;
+    let actor = filters
+        .into_iter()
+        .find(|(f, _)| *f == "actor")
+        .map(|(_, v)| v);
+    // Recorded before reading, so the listing shows its own call too.
+    record(
+        &state,
+        &req,
+        &admin,
+        "list_admin_actions",
+        None,
+        json!({ "query": req.query_string() }),
+    )
+    .await?;
+    let items = state
+        .broker
+        .audit()
+        .store
+        .list_admin_actions(actor.as_deref(), before, limit)
+        .await
+        .map_err(|e| store_error(e, state.retry_after_secs))?;
+    let next = next_cursor(&items, limit, |a| encode_cursor(a.id));
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "items": items, "next_cursor": next })))
 }
 
 #[derive(Deserialize)]

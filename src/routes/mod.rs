@@ -5,7 +5,7 @@ mod error;
 mod health;
 mod token;
 
-pub use admin::{lift, list_issuances, revoke};
+pub use admin::{lift, list_admin_actions, list_issuances, list_revocations, revoke};
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
 pub use token::{token, MAX_BODY_BYTES};
@@ -59,10 +59,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, served: Served) {
             "GET",
             web::get().to(list_issuances),
         ))
+        .service(
+            resource("/admin/v1/revocations", "GET, POST", web::post().to(revoke))
+                .route(web::get().to(list_revocations)),
+        )
         .service(resource(
-            "/admin/v1/revocations",
-            "POST",
-            web::post().to(revoke),
+            "/admin/v1/admin-actions",
+            "GET",
+            web::get().to(list_admin_actions),
         ))
         .service(resource(
             "/admin/v1/revocations/{subject}",

@@ -38,6 +38,7 @@ on_both_backends!(
     a_replica_on_the_same_database_honours_a_revocation_after_the_poll_interval,
     admin_api_refuses_callers_without_the_permission,
     issuance_pages_are_newest_first_and_stable,
+    revocations_and_admin_actions_are_listed_in_stable_pages,
     records_past_the_retention_period_are_purged,
 );
 
@@ -472,6 +473,97 @@ async fn issuance_pages_are_newest_first_and_stable(backend: Backend) {
         .await
         .unwrap();
     assert_error(response, 400, "invalid_request").await;
+}
+
+/// GET `path` on the admin API as the administrator.
+async fn admin_get(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app
+        .http
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(admin_token(app))
+        .send()
+        .await
+        .unwrap();
+    status_json(response).await
+}
+
+/// Follows `path`'s pages (`limit=2`), returning every item.
+async fn all_pages(app: &TestApp, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let (status, body) = admin_get(app, &format!("{path}?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["items"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        items.extend(page.iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=2&cursor={cursor}"),
+            None => return items,
+        }
+    }
+}
+
+async fn revocations_and_admin_actions_are_listed_in_stable_pages(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, |_| {}).await else {
+        return;
+    };
+    for subject in ["auth0|r3", "auth0|r0", "auth0|r4", "auth0|r1", "auth0|r2"] {
+        assert_eq!(revoke(&app, subject).await.status(), 201);
+    }
+    let lifted = app
+        .http
+        .delete(format!("{}/admin/v1/revocations/auth0%7Cr2", app.address))
+        .bearer_auth(admin_token(&app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 204);
+
+    let revocations = all_pages(&app, "/admin/v1/revocations").await;
+    let subjects: Vec<&str> = revocations
+        .iter()
+        .map(|r| r["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["auth0|r0", "auth0|r1", "auth0|r3", "auth0|r4"]);
+    for r in &revocations {
+        assert_eq!(r["issuer"], app.issuer.issuer());
+        assert_eq!(r["until"], "2099-01-01T00:00:00Z");
+        assert_eq!(r["reason"], "laptop stolen");
+        assert_eq!(r["created_by"], "auth0|admin");
+    }
+    let (status, _) = admin_get(&app, "/admin/v1/revocations?cursor=bogus").await;
+    assert_eq!(status, 400);
+
+    let actions = all_pages(&app, "/admin/v1/admin-actions").await;
+    let listed: Vec<&str> = actions
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    // Newest first; the first page's own call is the newest; later pages are not
+    // shifted by the calls that read them.
+    // Five revokes, one lift, three revocation pages, and the first admin-actions page.
+    assert_eq!(listed.len(), 5 + 1 + 3 + 1, "{listed:?}");
+    let mut expected = admin_actions(store(&app)).await;
+    expected.truncate(listed.len());
+    expected.reverse();
+    assert_eq!(listed, expected);
+    assert_eq!(listed.first(), Some(&"list_admin_actions"));
+    assert_eq!(listed.last(), Some(&"revoke"));
+    assert!(listed.contains(&"lift_revocation"), "{listed:?}");
+    let ids: Vec<i64> = actions.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {ids:?}"
+    );
+    assert_eq!(actions.last().unwrap()["actor"], "auth0|admin");
+    assert_eq!(actions.last().unwrap()["detail"]["reason"], "laptop stolen");
+
+    let (status, body) = admin_get(&app, "/admin/v1/admin-actions?actor=auth0%7Cnobody").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"], json!([]));
+    let (status, body) = admin_get(&app, "/admin/v1/admin-actions?subject=x").await;
+    assert_eq!(status, 400, "{body}");
 }
 
 fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
