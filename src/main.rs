@@ -32,6 +32,9 @@ enum Command {
         /// TOML configuration file.
         #[arg(long, env = "STS_BRIDGE_CONFIG")]
         config: Option<PathBuf>,
+        /// Also fetch each issuer's discovery document and key set.
+        #[arg(long)]
+        probe: bool,
     },
     /// Development: the service with a local issuer and Google STS stand-in, loopback only.
     Dev(Box<DevArgs>),
@@ -86,14 +89,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Migrate { config } => migrate(config).await,
-        Command::CheckConfig { config } => Settings::load(config.as_deref())
-            .map(|settings| {
-                for warning in settings.warnings() {
-                    println!("warning: {warning}");
-                }
-                println!("configuration is valid");
-            })
-            .map_err(|e| e.to_string()),
+        Command::CheckConfig { config, probe } => check_config(config, probe).await,
         Command::Dev(args) => match args.command {
             Some(DevCommand::Token {
                 sub,
@@ -144,6 +140,38 @@ async fn serve(config: Option<PathBuf>) -> Result<(), String> {
     }
     tracing::info!(port = app.port(), "sts-bridge listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+async fn check_config(config: Option<PathBuf>, probe: bool) -> Result<(), String> {
+    match &config {
+        Some(path) => println!("configuration file: {}", path.display()),
+        None => println!(
+            "no configuration file given (neither --config nor STS_BRIDGE_CONFIG): \
+             only the built-in defaults and STS_BRIDGE__* variables apply"
+        ),
+    }
+    let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    print!("{}", settings.summary());
+    for warning in settings.warnings() {
+        println!("warning: {warning}");
+    }
+    if probe {
+        let mut failed = 0;
+        for issuer in &settings.issuers {
+            match sts_bridge::identity::probe(issuer).await {
+                Ok(found) => println!("probe {}: {found}", issuer.issuer),
+                Err(e) => {
+                    failed += 1;
+                    println!("probe {}: FAILED: {e}", issuer.issuer);
+                }
+            }
+        }
+        if failed > 0 {
+            return Err(format!("{failed} issuer(s) could not be probed"));
+        }
+    }
+    println!("configuration is valid");
+    Ok(())
 }
 
 async fn migrate(config: Option<PathBuf>) -> Result<(), String> {

@@ -12,6 +12,7 @@ mod load_error;
 mod log;
 mod metrics;
 mod policy;
+mod summary;
 mod targets;
 
 pub use admin::AdminSettings;

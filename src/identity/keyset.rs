@@ -142,6 +142,14 @@ impl KeySet {
         self.fetch().await
     }
 
+    /// The key set's URL (from discovery) and the ids of its usable keys, once loaded.
+    pub fn loaded_keys(&self) -> (Option<String>, Vec<String>) {
+        let loaded = self.loaded.read().expect("key set lock");
+        let mut kids: Vec<String> = loaded.keys.keys().cloned().collect();
+        kids.sort();
+        (loaded.jwks_uri.clone(), kids)
+    }
+
     /// Why the latest fetch failed, with its whole cause chain; `None` after a success.
     pub fn last_error(&self) -> Option<String> {
         self.loaded.read().expect("key set lock").last_error.clone()

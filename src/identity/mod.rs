@@ -5,6 +5,33 @@ mod keyset;
 mod validate;
 
 pub use keyset::{FetchError, KeySet, VerifyingKey};
+
+use crate::config::IssuerSettings;
+use std::sync::Arc;
+
+/// Fetches `issuer`'s discovery document and key set once, as the service would, and says
+/// what was found (`check-config --probe`).
+pub async fn probe(issuer: &IssuerSettings) -> Result<String, String> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| crate::causes::chain(&e))?;
+    let keys = KeySet::new(
+        issuer.issuer.clone(),
+        issuer.discovery_url.clone(),
+        http,
+        issuer.jwks_min_refetch(),
+        Arc::new(crate::metrics::Metrics::new()),
+    );
+    let count = keys.refresh().await.map_err(|e| e.to_string())?;
+    let (jwks_uri, kids) = keys.loaded_keys();
+    Ok(format!(
+        "discovery ok; key set {} holds {count} usable key(s): {}",
+        jwks_uri.unwrap_or_default(),
+        kids.join(", ")
+    ))
+}
 pub use validate::{Validator, MAX_TOKEN_BYTES};
 
 /// The caller, as proven by a validly signed token.

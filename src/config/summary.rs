@@ -1,0 +1,113 @@
+//! What `check-config` prints: what was loaded, in words an operator can check against
+//! what they meant to configure.
+
+use super::{PolicySettings, Settings};
+use std::fmt::Write;
+
+impl Settings {
+    /// A multi-line account of the issuers, targets (kind and policy), clients, store and
+    /// listeners this configuration sets up.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "listeners:");
+        let _ = writeln!(out, "  public            {}", self.listen);
+        let admin = if self.admin.enabled {
+            "on the public listener".to_owned()
+        } else {
+            "disabled".to_owned()
+        };
+        let _ = writeln!(out, "  admin API         {admin}");
+        let _ = writeln!(out, "issuers ({}):", self.issuers.len());
+        for i in &self.issuers {
+            let _ = writeln!(out, "  {}", i.issuer);
+            let _ = writeln!(out, "    audiences       {}", i.audiences.join(", "));
+            let _ = writeln!(out, "    algorithms      {}", i.algorithms.join(", "));
+            let claims = [("groups", &i.groups_claim), ("roles", &i.roles_claim)]
+                .iter()
+                .map(|(what, c)| format!("{what} from {}", c.as_deref().unwrap_or("(none)")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(out, "    claims          {claims}");
+        }
+        let _ = writeln!(out, "targets ({}):", self.targets.len());
+        for t in &self.targets {
+            let kind = serde_json::to_value(t.kind).unwrap_or_default();
+            let _ = writeln!(out, "  {} ({})", t.name, kind.as_str().unwrap_or("?"));
+            let _ = writeln!(out, "    provider        {}", t.provider);
+            let project = t.user_project.as_deref().unwrap_or("(the caller's)");
+            let _ = writeln!(out, "    bills project   {project}");
+            let _ = writeln!(out, "    scopes          {}", t.allowed_scopes.join(" "));
+            if !t.default_scopes.is_empty() {
+                let _ = writeln!(out, "    default scopes  {}", t.default_scopes.join(" "));
+            }
+            let _ = writeln!(out, "    policy          {}", policy_summary(&t.policy));
+        }
+        let auth = if self.require_client_auth {
+            "required"
+        } else {
+            "optional"
+        };
+        let _ = writeln!(out, "clients ({}, HTTP Basic {auth}):", self.clients.len());
+        for c in &self.clients {
+            let limits = [("azp", &c.azp), ("targets", &c.targets)]
+                .iter()
+                .filter(|(_, l)| !l.is_empty())
+                .map(|(what, l)| format!("{what} {}", l.join(", ")))
+                .collect::<Vec<_>>();
+            let limits = if limits.is_empty() {
+                "no limits".to_owned()
+            } else {
+                limits.join("; ")
+            };
+            let _ = writeln!(out, "  {}  {limits}", c.id);
+        }
+        let store = match &self.audit.database_url {
+            Some(_) => "postgres (audit.database_url or DATABASE_URL)".to_owned(),
+            None => format!("sqlite file {}", self.audit.sqlite_path.display()),
+        };
+        let _ = writeln!(out, "issuance store:     {store}");
+        let _ = writeln!(
+            out,
+            "  retention {} days, revocations reloaded every {} s",
+            self.audit.retention_days, self.audit.revocation_poll_secs
+        );
+        let _ = writeln!(
+            out,
+            "cache:              up to {} credentials, refreshed {} s before expiry",
+            self.cache.max_entries, self.cache.refresh_margin_secs
+        );
+        let _ = writeln!(out, "google STS:         {}", self.google.sts_url);
+        out
+    }
+}
+
+/// One line: who a target's policy lets through.
+fn policy_summary(p: &PolicySettings) -> String {
+    if !p.names_anyone() {
+        return "refuses everyone (names no permission, role, group or client)".into();
+    }
+    let mut rules = Vec::new();
+    for (name, list) in [
+        ("any_permissions", &p.any_permissions),
+        ("all_permissions", &p.all_permissions),
+        ("any_roles", &p.any_roles),
+        ("all_roles", &p.all_roles),
+        ("any_groups", &p.any_groups),
+        ("all_groups", &p.all_groups),
+        ("clients", &p.clients),
+    ] {
+        if !list.is_empty() {
+            rules.push(format!("{name} [{}]", list.join(", ")));
+        }
+    }
+    rules.push(format!(
+        "machine tokens {}",
+        if p.machine_tokens {
+            "allowed"
+        } else {
+            "refused"
+        }
+    ));
+    rules.push(format!("lifetime ≤ {} s", p.max_lifetime_secs));
+    rules.join("; ")
+}
