@@ -62,12 +62,14 @@ pub async fn with_request_id(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
-    // `subject` is filled in once a token has been validated.
+    // `client` is filled in by Basic authentication or once a token has been validated
+    // (as its record names it), `subject` once a token has been validated.
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %req.method(),
         path = %req.path(),
+        client = tracing::field::Empty,
         subject = tracing::field::Empty,
     );
     let mut response = next.call(req).instrument(span).await?;

@@ -166,6 +166,29 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
     assert!(refused[0]["span"].get("subject").is_none());
     assert_eq!(refused[1]["span"]["subject"], "auth0|bob");
     assert_eq!(refused[1]["error"], "invalid_grant");
+    // The log names the client the record names (the token's azp here).
+    let records = app
+        .broker
+        .audit()
+        .store
+        .list_issuances(&sts_bridge::audit::IssuanceQuery {
+            subject: Some("auth0|bob".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    let recorded = records[0]
+        .client_id
+        .as_deref()
+        .expect("a client in the record");
+    assert_eq!(recorded, sts_bridge::devstack::DEV_CLIENT);
+    assert_eq!(refused[1]["span"]["client"], recorded);
+    for line in &issued {
+        assert_eq!(line["client"], recorded);
+        assert_eq!(line["span"]["client"], recorded);
+    }
     assert_eq!(issued[0]["source"], "sts");
     assert_eq!(issued[1]["source"], "cache");
 

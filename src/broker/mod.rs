@@ -51,6 +51,14 @@ pub struct RequestContext {
     pub client_id: Option<String>,
 }
 
+impl RequestContext {
+    /// The client a record names: the one proven by HTTP Basic, else the token's
+    /// `azp`/`client_id`.
+    pub fn client_for<'a>(&'a self, identity: &'a Identity) -> Option<&'a str> {
+        self.client_id.as_deref().or(identity.client_id.as_deref())
+    }
+}
+
 /// Where a handed-out credential came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -282,7 +290,12 @@ impl Broker {
             .validate(req.subject_token.expose())
             .await
             .inspect_err(|e| self.metrics.token_rejected(e.reason()))?;
-        tracing::Span::current().record("subject", identity.subject.as_str());
+        let span = tracing::Span::current();
+        span.record("subject", identity.subject.as_str());
+        // Every later line of this request names the client its record names.
+        if let Some(client) = req.context.client_for(&identity) {
+            span.record("client", client);
+        }
         let actor = match &req.actor_token {
             None => Ok(None),
             Some(token) => self
@@ -328,7 +341,7 @@ impl Broker {
             target: d.target,
             scopes: d.scopes,
             google_principal: d.google_principal,
-            client_id: req.context.client_id.clone().or(identity.client_id.clone()),
+            client_id: req.context.client_for(&identity).map(str::to_owned),
             identity,
         })
     }
@@ -434,7 +447,7 @@ impl Broker {
             request_id: ctx.request_id.clone(),
             issuer: identity.issuer.clone(),
             subject: identity.subject.clone(),
-            client_id: ctx.client_id.clone().or_else(|| identity.client_id.clone()),
+            client_id: ctx.client_for(identity).map(str::to_owned),
             actor: actor.map(|a| a.subject.clone()),
             azp: identity.client_id.clone(),
             target: bounded(&req.audience),

@@ -155,6 +155,9 @@ async fn exchange(
     let body = read_body(payload).await?;
     let fields = parse_fields(req, &body)?;
     let client_id = authenticate_client(req, &state.clients)?;
+    if let Some(id) = &client_id {
+        tracing::Span::current().record("client", id.as_str());
+    }
     if state.require_client_auth && client_id.is_none() {
         return Err(ApiError::invalid_client(
             "this server requires HTTP Basic client authentication; add client_id and client_secret to the credential file",
@@ -162,14 +165,13 @@ async fn exchange(
     }
     let mut exchange = build_request(fields)?;
     *target = state.broker.target_name(&exchange.audience);
-    exchange.context = request_context(req, client_id.clone());
+    exchange.context = request_context(req, client_id);
     state.broker.exchange(exchange).await.map_err(|e| {
         let api = ApiError::from_broker(&e, state.retry_after_secs);
         tracing::info!(
             outcome = "refused",
             error = api.code(),
             reason = %e,
-            client = client_id.as_deref().unwrap_or("-"),
             "exchange refused"
         );
         api
