@@ -89,6 +89,10 @@ async fn it_tells_what_it_loaded_and_probes_the_issuer() {
     );
     assert!(stdout.contains("sqlite file"), "{stdout}");
     assert!(
+        stdout.contains("/metrics          on the public listener"),
+        "{stdout}"
+    );
+    assert!(
         !stdout.contains("probe "),
         "no probe unless asked: {stdout}"
     );

@@ -11,12 +11,25 @@ impl Settings {
         let mut out = String::new();
         let _ = writeln!(out, "listeners:");
         let _ = writeln!(out, "  public            {}", self.listen);
+        let own = |addr: Option<std::net::SocketAddr>| match addr {
+            Some(addr) => format!("on its own listener {addr}"),
+            None => "on the public listener".to_owned(),
+        };
         let admin = if self.admin.enabled {
-            "on the public listener".to_owned()
+            own(self.admin.listen)
         } else {
             "disabled".to_owned()
         };
         let _ = writeln!(out, "  admin API         {admin}");
+        let _ = writeln!(out, "  /metrics          {}", own(self.metrics.listen));
+        if self.admin.enabled {
+            let pinned = self.admin.issuer.as_deref().unwrap_or("any trusted issuer");
+            let _ = writeln!(
+                out,
+                "  admin tokens      permission {} from {pinned}",
+                self.admin.permission
+            );
+        }
         let _ = writeln!(out, "issuers ({}):", self.issuers.len());
         for i in &self.issuers {
             let _ = writeln!(out, "  {}", i.issuer);
