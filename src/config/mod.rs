@@ -3,6 +3,7 @@
 //! imports nothing else from the crate but the RFC 8693 constants and the provider-name parser.
 
 mod admin;
+mod assertion;
 mod audit;
 mod cache;
 mod clients;
@@ -14,6 +15,10 @@ mod policy;
 mod targets;
 
 pub use admin::AdminSettings;
+pub use assertion::{
+    AssertionKeySettings, AssertionSettings, IdentityAttribute, KeyState, TargetAssertion,
+    TargetMode, MAX_ASSERTION_LIFETIME_SECS,
+};
 pub use audit::AuditSettings;
 pub use cache::{CacheSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
@@ -68,6 +73,9 @@ pub struct Settings {
     /// Metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// The bridge's own issuer, for targets in assertion mode.
+    #[serde(default)]
+    pub assertion: Option<AssertionSettings>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -88,6 +96,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             admin: AdminSettings::default(),
             metrics: MetricsSettings::default(),
+            assertion: None,
         }
     }
 }
@@ -206,6 +215,7 @@ impl Settings {
                 "no [[clients]] are configured, so every exchange would be refused",
             ));
         }
+        self.validate_assertion()?;
         self.google.validate()?;
         self.cache.validate()?;
         self.audit.validate()?;
@@ -275,6 +285,8 @@ mod tests {
                 jwks_refresh_secs: 300,
                 discovery_url: None,
                 cache_key_claims: None,
+                email_claim: None,
+                name_claim: None,
             }],
             targets: vec![TargetSettings {
                 name: "bigquery".into(),
@@ -289,6 +301,8 @@ mod tests {
                     any_groups: vec!["analysts".into()],
                     ..PolicySettings::default()
                 },
+                mode: TargetMode::PassThrough,
+                assertion: None,
             }],
             ..Settings::default()
         }

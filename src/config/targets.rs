@@ -1,6 +1,6 @@
 //! `[[targets]]`: the named ways to make a Google credential.
 
-use super::{invalid, ConfigError, PolicySettings};
+use super::{invalid, ConfigError, PolicySettings, TargetAssertion, TargetMode};
 use crate::google::provider::parse_workforce_provider;
 use crate::rfc8693::{TOKEN_TYPE_JWT, UPSTREAM_SUBJECT_TOKEN_TYPES};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,12 @@ pub struct TargetSettings {
     /// Who may use this target; nobody when it names no one.
     #[serde(default)]
     pub policy: PolicySettings,
+    /// What Google is shown: the caller's own token, or an assertion the bridge signs.
+    #[serde(default)]
+    pub mode: TargetMode,
+    /// The assertion's audience, lifetime and attributes (with `mode = "assertion"`).
+    #[serde(default)]
+    pub assertion: Option<TargetAssertion>,
 }
 
 fn default_upstream_token_type() -> String {

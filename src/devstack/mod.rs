@@ -81,6 +81,8 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             jwks_refresh_secs: 300,
             discovery_url: None,
             cache_key_claims: None,
+            email_claim: None,
+            name_claim: None,
         }],
         targets: vec![TargetSettings {
             name: DEV_TARGET.into(),
@@ -96,6 +98,8 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
                 clients: vec![DEV_CLIENT.into()],
                 ..PolicySettings::default()
             },
+            mode: crate::config::TargetMode::PassThrough,
+            assertion: None,
         }],
         log: LogSettings {
             format: "text".into(),
