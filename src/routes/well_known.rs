@@ -16,13 +16,13 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
 /// `GET <issuer path>/.well-known/jwks.json`.
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     match &state.assertion {
-        Some(minter) => public_json(serde_json::to_value(minter.jwks()).unwrap_or_default()),
+        Some(minter) => public_json(minter.jwks()),
         None => not_found().await,
     }
 }
 
 /// Public documents may be cached briefly; a rotation is seen within five minutes.
-fn public_json(body: serde_json::Value) -> HttpResponse {
+fn public_json(body: impl serde::Serialize) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(body)
