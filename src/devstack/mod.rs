@@ -128,14 +128,26 @@ pub fn use_assertion_mode(
     if !key_file.exists() {
         crate::assertion::generate_file(crate::assertion::KeyAlgorithm::Es256, key_file)?;
     }
-    settings.assertion = Some(AssertionSettings {
+    let assertion = AssertionSettings {
         issuer: format!("http://{}", settings.listen),
         keys: vec![AssertionKeySettings {
             kid: DEV_BRIDGE_KID.into(),
             file: key_file.to_owned(),
             state: KeyState::Active,
         }],
-    });
+    };
+    google.trust_bridge(
+        DEV_PROVIDER,
+        bridge_trust(&assertion, DEV_BRIDGE_CLIENT_ID)?,
+    );
+    assertion_target(settings, assertion);
+    Ok(())
+}
+
+/// Puts the dev target in assertion mode for the bridge `assertion` describes, passing
+/// groups, email and name.
+pub fn assertion_target(settings: &mut Settings, assertion: AssertionSettings) {
+    settings.assertion = Some(assertion);
     for target in settings.targets.iter_mut().filter(|t| t.name == DEV_TARGET) {
         target.mode = TargetMode::Assertion;
         target.assertion = Some(TargetAssertion {
@@ -149,12 +161,6 @@ pub fn use_assertion_mode(
             .into(),
         });
     }
-    let trust = bridge_trust(
-        settings.assertion.as_ref().expect("set above"),
-        DEV_BRIDGE_CLIENT_ID,
-    )?;
-    google.trust_bridge(DEV_PROVIDER, trust);
-    Ok(())
 }
 
 /// What a provider trusting the bridge of `assertion` is configured with: its issuer,
