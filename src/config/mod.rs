@@ -396,6 +396,74 @@ mod tests {
         assert_eq!(problem_key(&s), "targets[0].default_scopes");
     }
 
+    fn in_assertion_mode() -> Settings {
+        let mut s = valid();
+        s.assertion = Some(AssertionSettings {
+            issuer: "https://sts-bridge.example.com".into(),
+            keys: vec![AssertionKeySettings {
+                kid: "k1".into(),
+                file: "k1.pem".into(),
+                state: KeyState::Active,
+            }],
+        });
+        s.targets[0].mode = TargetMode::Assertion;
+        s.targets[0].assertion = Some(TargetAssertion {
+            client_id: "sts-bridge-bq".into(),
+            lifetime_secs: 300,
+            attributes: [("groups".to_owned(), IdentityAttribute::Groups)].into(),
+        });
+        s
+    }
+
+    #[test]
+    fn assertion_mode_rules_name_the_key_at_fault() {
+        in_assertion_mode().validate().unwrap();
+        type Breakage = fn(&mut Settings);
+        let cases: [(Breakage, &str); 9] = [
+            (|s| s.assertion = None, "assertion"),
+            (|s| s.targets[0].assertion = None, "targets[0].assertion"),
+            (
+                |s| s.targets[0].mode = TargetMode::PassThrough,
+                "targets[0].assertion",
+            ),
+            (
+                |s| s.assertion.as_mut().unwrap().issuer = "http://bridge.example.com".into(),
+                "assertion.issuer",
+            ),
+            (
+                |s| s.assertion.as_mut().unwrap().keys[0].state = KeyState::Next,
+                "assertion.keys",
+            ),
+            (
+                |s| {
+                    let keys = &mut s.assertion.as_mut().unwrap().keys;
+                    keys.push(keys[0].clone());
+                },
+                "assertion.keys[1].kid",
+            ),
+            (
+                |s| s.targets[0].assertion.as_mut().unwrap().lifetime_secs = 48 * 3600 + 1,
+                "targets[0].assertion.lifetime_secs",
+            ),
+            (
+                |s| s.targets[0].assertion.as_mut().unwrap().client_id = String::new(),
+                "targets[0].assertion.client_id",
+            ),
+            (
+                |s| {
+                    let a = s.targets[0].assertion.as_mut().unwrap();
+                    a.attributes.insert("sub".into(), IdentityAttribute::Email);
+                },
+                "targets[0].assertion.attributes.sub",
+            ),
+        ];
+        for (i, (break_it, key)) in cases.into_iter().enumerate() {
+            let mut s = in_assertion_mode();
+            break_it(&mut s);
+            assert_eq!(problem_key(&s), key, "case {i}");
+        }
+    }
+
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
     fn environment_overrides_the_file() {

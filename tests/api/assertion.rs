@@ -7,7 +7,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use sts_bridge::assertion::{generate_file, KeyAlgorithm};
+use sts_bridge::assertion::{generate_file, generate_pem, KeyAlgorithm, SigningKey};
 use sts_bridge::audit::IssuanceQuery;
 use sts_bridge::config::{AssertionKeySettings, AssertionSettings, KeyState};
 use sts_bridge::devstack::{
@@ -338,4 +338,65 @@ async fn key_rotation_next_then_active_then_retired_fails_no_exchange() {
     )
     .await;
     assert!(text.contains("kid"), "{text}");
+}
+
+#[tokio::test]
+async fn the_provider_refuses_assertions_google_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_bridge_app(dir.path()).await;
+    let pem = std::fs::read_to_string(dir.path().join("bridge.pem")).unwrap();
+    let key = SigningKey::from_pem(DEV_BRIDGE_KID, KeyState::Active, &pem).unwrap();
+    let stranger = SigningKey::from_pem(
+        DEV_BRIDGE_KID,
+        KeyState::Active,
+        &generate_pem(KeyAlgorithm::Es256).unwrap(),
+    )
+    .unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let good = serde_json::json!({
+        "iss": app.address, "sub": "auth0|alice", "aud": DEV_BRIDGE_CLIENT_ID,
+        "iat": now, "exp": now + 300, "jti": "1",
+    });
+    let with = |name: &str, value: Value| {
+        let mut c = good.clone();
+        c[name] = value;
+        c
+    };
+    let without = |name: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(name);
+        c
+    };
+    let cases = [
+        (
+            key.sign(&with("aud", "https://sts-bridge.dev/api".into()))
+                .unwrap(),
+            "audience",
+        ),
+        (
+            key.sign(&with("iss", "https://elsewhere.example/".into()))
+                .unwrap(),
+            "issuer",
+        ),
+        (
+            key.sign(&with("exp", (now + 48 * 3600 + 1).into()))
+                .unwrap(),
+            "48 hours",
+        ),
+        (key.sign(&without("iat")).unwrap(), "iat"),
+        (key.sign(&without("sub")).unwrap(), "subject"),
+        (key.sign(&with("exp", (now - 1).into())).unwrap(), "expired"),
+        (stranger.sign(&good).unwrap(), "signature"),
+    ];
+    for (assertion, reason) in cases {
+        let response = post_to_google_directly(&app, &assertion).await;
+        let text = assert_error(response, 400, "invalid_grant").await;
+        assert!(text.contains(reason), "expected {reason}: {text}");
+    }
+    let (status, body) =
+        status_json(post_to_google_directly(&app, &key.sign(&good).unwrap()).await).await;
+    assert_eq!(
+        status, 200,
+        "the same assertion, correct, is accepted: {body}"
+    );
 }
