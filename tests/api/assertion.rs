@@ -261,7 +261,7 @@ fn upload(google: &sts_bridge::devstack::GoogleStandIn, assertion: &AssertionSet
 async fn fresh_exchange_kid(app: &TestApp, n: &mut u32) -> String {
     *n += 1;
     access_token(app, &app.token_for(&format!("auth0|person{n}"))).await;
-    jsonwebtoken::decode_header(&last_subject_token(app))
+    jsonwebtoken::decode_header(last_subject_token(app))
         .unwrap()
         .kid
         .unwrap()
