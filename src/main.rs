@@ -121,7 +121,7 @@ async fn main() -> ExitCode {
             command: KeysCommand::Generate { alg, out },
         } => generate_file(alg, &out).map(|()| {
             println!(
-                "wrote a new {} key to {} (mode 0600); add it to [[assertion.keys]] with state = \"next\"",
+                "wrote a new {} key to {} (mode 0600); add it to the keys of [assertion] with state = \"next\"",
                 alg.as_str(),
                 out.display()
             )

@@ -228,8 +228,15 @@ pub fn generate_pem(algorithm: KeyAlgorithm) -> Result<String, String> {
 /// Writes a new key to `path`, readable by its owner only; an existing file is never
 /// overwritten (it may be a key Google still trusts).
 pub fn generate_file(algorithm: KeyAlgorithm, path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let pem = generate_pem(algorithm)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

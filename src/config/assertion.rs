@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub enum TargetMode {
     /// The caller's own token, as received.
     #[default]
+    #[serde(rename = "pass-through", alias = "pass_through")]
     PassThrough,
     /// A short-lived JWT the bridge signs for the same person.
     Assertion,
