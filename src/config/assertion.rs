@@ -1,7 +1,7 @@
 //! `[assertion]` and each target's `mode` / `[targets.assertion]`: the bridge as an issuer
 //! of its own, whose short-lived assertions a workforce provider trusts instead of Auth0.
 
-use super::{check_url, invalid, ConfigError, Settings};
+use super::{check_url, invalid, is_plain_name, ConfigError, Settings};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -140,12 +140,7 @@ impl AssertionSettings {
         }
         let mut kids = HashSet::new();
         for (i, key) in self.keys.iter().enumerate() {
-            let kid_ok = (1..=64).contains(&key.kid.len())
-                && key
-                    .kid
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-            if !kid_ok {
+            if !is_plain_name(&key.kid, 64) {
                 return Err(invalid(
                     format!("assertion.keys[{i}].kid"),
                     "1-64 characters of letters, digits, '-', '_' or '.'",

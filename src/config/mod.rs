@@ -239,6 +239,14 @@ impl Settings {
     }
 }
 
+/// A name of 1 to `max` letters, digits, '-', '_' or '.' (target names, key ids).
+fn is_plain_name(value: &str, max: usize) -> bool {
+    (1..=max).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// `https://` anywhere; plain `http://` only towards the loopback interface.
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     let url =

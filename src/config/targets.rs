@@ -1,6 +1,6 @@
 //! `[[targets]]`: the named ways to make a Google credential.
 
-use super::{invalid, ConfigError, PolicySettings, TargetAssertion, TargetMode};
+use super::{invalid, is_plain_name, ConfigError, PolicySettings, TargetAssertion, TargetMode};
 use crate::google::provider::parse_workforce_provider;
 use crate::rfc8693::{TOKEN_TYPE_JWT, UPSTREAM_SUBJECT_TOKEN_TYPES};
 use serde::{Deserialize, Serialize};
@@ -52,13 +52,7 @@ fn default_upstream_token_type() -> String {
 
 impl TargetSettings {
     pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 128
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !name_ok {
+        if !is_plain_name(&self.name, 128) {
             return Err(invalid(
                 format!("{key}.name"),
                 "1-128 characters of letters, digits, '-', '_' or '.'",

@@ -250,10 +250,26 @@ fn bridge(keys: &[(&str, &Path, KeyState)]) -> AssertionSettings {
     }
 }
 
-/// Upload to the provider the JWKS of `assertion`, as `sts-bridge jwks` prints it.
-fn upload(google: &sts_bridge::devstack::GoogleStandIn, assertion: &AssertionSettings) {
-    let trust = devstack::bridge_trust(assertion, DEV_BRIDGE_CLIENT_ID).unwrap();
-    google.upload_jwks(DEV_PROVIDER, trust.jwks);
+/// One rotation step: upload the JWKS of `assertion` to the provider (as `sts-bridge jwks`
+/// prints it), then start a replica with that configuration next to the running ones.
+async fn roll_out(first: &TestApp, assertion: AssertionSettings) -> TestApp {
+    let trust = devstack::bridge_trust(&assertion, DEV_BRIDGE_CLIENT_ID).unwrap();
+    first.google.upload_jwks(DEV_PROVIDER, trust.jwks);
+    spawn_replica(first, move |s| devstack::assertion_target(s, assertion)).await
+}
+
+/// The key ids `app` publishes at its JWKS route.
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let jwks: JwkSet = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    jwks.keys
+        .iter()
+        .map(|k| k.common.key_id.clone().unwrap())
+        .collect()
 }
 
 /// Exchanges a token of a new person (so the cache cannot answer) and returns the kid
@@ -289,19 +305,8 @@ async fn key_rotation_next_then_active_then_retired_fails_no_exchange() {
         ("old", &old, KeyState::Active),
         ("new", &new, KeyState::Next),
     ]);
-    upload(&v1.google, &next);
-    let v2 = spawn_replica(&v1, |s| devstack::assertion_target(s, next.clone())).await;
-    let kids: Vec<String> = v2
-        .get("/.well-known/jwks.json")
-        .await
-        .json::<JwkSet>()
-        .await
-        .unwrap()
-        .keys
-        .iter()
-        .map(|k| k.common.key_id.clone().unwrap())
-        .collect();
-    assert_eq!(kids, ["old", "new"]);
+    let v2 = roll_out(&v1, next).await;
+    assert_eq!(published_kids(&v2).await, ["old", "new"]);
     assert_eq!(fresh_exchange_kid(&v2, &mut n).await, "old");
     assert_eq!(fresh_exchange_kid(&v1, &mut n).await, "old");
 
@@ -311,8 +316,8 @@ async fn key_rotation_next_then_active_then_retired_fails_no_exchange() {
         ("old", &old, KeyState::Retiring),
         ("new", &new, KeyState::Active),
     ]);
-    upload(&v1.google, &active);
-    let v3 = spawn_replica(&v1, |s| devstack::assertion_target(s, active.clone())).await;
+    let v3 = roll_out(&v1, active).await;
+    assert_eq!(published_kids(&v3).await, ["old", "new"]);
     assert_eq!(fresh_exchange_kid(&v3, &mut n).await, "new");
     assert_eq!(fresh_exchange_kid(&v2, &mut n).await, "old");
     assert_eq!(fresh_exchange_kid(&v1, &mut n).await, "old");
@@ -320,8 +325,8 @@ async fn key_rotation_next_then_active_then_retired_fails_no_exchange() {
     // 4. Once every replica signs with the new key and the old assertions expired, the
     // old key is dropped from the provider and the bridge.
     let retired = bridge(&[("new", &new, KeyState::Active)]);
-    upload(&v1.google, &retired);
-    let v4 = spawn_replica(&v1, |s| devstack::assertion_target(s, retired.clone())).await;
+    let v4 = roll_out(&v1, retired).await;
+    assert_eq!(published_kids(&v4).await, ["new"]);
     assert_eq!(fresh_exchange_kid(&v4, &mut n).await, "new");
     assert_eq!(fresh_exchange_kid(&v3, &mut n).await, "new");
     let google_calls = v1.google.call_count();
