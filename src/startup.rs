@@ -3,7 +3,7 @@
 use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::Broker;
-use crate::config::{AuditSettings, ConfigError, Settings};
+use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::StsClient;
 use crate::identity::{KeySet, Validator};
 use crate::metrics::Metrics;
@@ -105,6 +105,9 @@ impl Reloader {
             tracing::warn!("{warning}");
         }
         let mut current = self.current.lock().expect("settings lock");
+        needs_no_new_keys(&current, &fresh).inspect_err(|e| {
+            tracing::error!(error = %e, file = %path.display(), "configuration not reloaded; the running targets and policies stay");
+        })?;
         if !same_apart_from_targets(&current, &fresh) {
             tracing::warn!("only targets and their policies are reloaded; other changed sections take effect at the next start");
         }
@@ -115,6 +118,22 @@ impl Reloader {
             "targets and policies reloaded"
         );
         Ok(())
+    }
+}
+
+/// The bridge's signing keys are loaded at start only: a reload may not put a target in
+/// assertion mode in a process that has none.
+fn needs_no_new_keys(current: &Settings, fresh: &Settings) -> Result<(), ConfigError> {
+    let asserting = fresh
+        .targets
+        .iter()
+        .position(|t| t.mode == TargetMode::Assertion);
+    match (asserting, &current.assertion) {
+        (Some(i), None) => Err(ConfigError::Invalid {
+            key: format!("targets[{i}].mode"),
+            problem: "assertion mode needs the [assertion] keys, which are loaded at start; restart instead of reloading".into(),
+        }),
+        _ => Ok(()),
     }
 }
 

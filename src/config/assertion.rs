@@ -121,6 +121,15 @@ impl Settings {
                         ));
                     }
                     a.validate(&format!("{key}.assertion"))?;
+                    if a.lifetime_secs > target.policy.max_lifetime_secs {
+                        return Err(invalid(
+                            format!("{key}.assertion.lifetime_secs"),
+                            format!(
+                                "must not exceed the target's policy.max_lifetime_secs ({})",
+                                target.policy.max_lifetime_secs
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -427,7 +427,7 @@ mod tests {
     fn assertion_mode_rules_name_the_key_at_fault() {
         in_assertion_mode().validate().unwrap();
         type Breakage = fn(&mut Settings);
-        let cases: [(Breakage, &str); 9] = [
+        let cases: [(Breakage, &str); 10] = [
             (|s| s.assertion = None, "assertion"),
             (|s| s.targets[0].assertion = None, "targets[0].assertion"),
             (
@@ -451,6 +451,13 @@ mod tests {
             ),
             (
                 |s| s.targets[0].assertion.as_mut().unwrap().lifetime_secs = 48 * 3600 + 1,
+                "targets[0].assertion.lifetime_secs",
+            ),
+            (
+                |s| {
+                    s.targets[0].policy.max_lifetime_secs = 600;
+                    s.targets[0].assertion.as_mut().unwrap().lifetime_secs = 601;
+                },
                 "targets[0].assertion.lifetime_secs",
             ),
             (

@@ -405,3 +405,55 @@ async fn the_provider_refuses_assertions_google_would_refuse() {
         "the same assertion, correct, is accepted: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_cannot_put_a_target_in_assertion_mode_without_keys_loaded_at_start() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "bridge.pem", KeyAlgorithm::Es256);
+    let path = dir.path().join("sts-bridge.toml");
+    let text = format!(
+        r#"
+[[issuers]]
+issuer = "{issuer}"
+audiences = ["{audience}"]
+[[targets]]
+name = "{target}"
+kind = "workforce"
+provider = "{provider}"
+user_project = "{project}"
+allowed_scopes = ["{scope}"]
+default_scopes = ["{scope}"]
+mode = "assertion"
+assertion = {{ client_id = "{client_id}" }}
+policy = {{ clients = ["{client}"] }}
+[assertion]
+issuer = "https://sts-bridge.example.test"
+keys = [{{ kid = "k1", file = "{key}", state = "active" }}]
+[google]
+sts_url = "{sts_url}"
+"#,
+        issuer = app.issuer.issuer(),
+        audience = devstack::DEV_AUDIENCE,
+        target = devstack::DEV_TARGET,
+        provider = DEV_PROVIDER,
+        project = DEV_USER_PROJECT,
+        scope = CLOUD_PLATFORM,
+        client_id = DEV_BRIDGE_CLIENT_ID,
+        client = devstack::DEV_CLIENT,
+        key = key.display(),
+        sts_url = app.google.token_url(),
+    );
+    std::fs::write(&path, text).unwrap();
+
+    let err = app.reloader.reload(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("targets[0].mode") && err.contains("restart"),
+        "{err}"
+    );
+
+    // Nothing changed: the target still passes the caller's token through.
+    let token = app.token_for("auth0|alice");
+    access_token(&app, &token).await;
+    assert_eq!(last_subject_token(&app), token);
+}
