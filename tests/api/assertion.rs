@@ -457,3 +457,24 @@ sts_url = "{sts_url}"
     access_token(&app, &token).await;
     assert_eq!(last_subject_token(&app), token);
 }
+
+#[tokio::test]
+async fn an_assertion_never_outlives_the_callers_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_bridge_app(dir.path()).await;
+    let token = app.issuer.mint(&MintRequest {
+        sub: "auth0|alice".into(),
+        ttl_secs: Some(120),
+        ..Default::default()
+    });
+    let token_exp =
+        jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&token).unwrap()["exp"].clone();
+
+    access_token(&app, &token).await;
+    let assertion = last_subject_token(&app);
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&assertion).unwrap();
+    assert_eq!(
+        claims["exp"], token_exp,
+        "the configured 300 s would outlive the token"
+    );
+}
