@@ -8,7 +8,6 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use sts_bridge::assertion::{generate_file, generate_pem, KeyAlgorithm, SigningKey};
-use sts_bridge::audit::IssuanceQuery;
 use sts_bridge::config::{AssertionKeySettings, AssertionSettings, KeyState};
 use sts_bridge::devstack::{
     self, MintRequest, CLOUD_PLATFORM, DEV_BRIDGE_CLIENT_ID, DEV_BRIDGE_KID, DEV_PROVIDER,
@@ -160,16 +159,7 @@ async fn the_assertion_google_receives_has_exactly_the_expected_claims() {
     uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).expect("jti is a UUID");
 
     // The record names the person's Google principal and fingerprints Google's token only.
-    let rows = app
-        .broker
-        .audit()
-        .store
-        .list_issuances(&IssuanceQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.records().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0].google_principal.as_deref(),

@@ -151,6 +151,19 @@ impl TestApp {
         })
     }
 
+    /// The newest issuance records (at most 100), read from the store.
+    pub async fn records(&self) -> Vec<sts_bridge::audit::StoredIssuance> {
+        self.broker
+            .audit()
+            .store
+            .list_issuances(&sts_bridge::audit::IssuanceQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("records readable")
+    }
+
     /// GETs `path` on the app.
     pub async fn get(&self, path: &str) -> Response {
         self.http
