@@ -5,7 +5,11 @@
 #   docker build -t sts-bridge .
 #   docker run --rm -p 8080:8080 \
 #     -v "$PWD/config/example.toml:/etc/sts-bridge/config.toml:ro" \
+#     -v "$PWD/keys:/keys:ro" \
 #     sts-bridge
+#
+# config/example.toml signs assertions with keys/sts-bridge-2026-12.pem (relative to /):
+# create it with `sts-bridge keys generate` and make it readable for uid 65532.
 #
 # The runtime image holds the binary and nothing else: no shell, no package manager.
 # It runs as uid/gid 65532 and writes only to /data (the default SQLite location when

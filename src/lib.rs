@@ -1,6 +1,7 @@
 //! sts-bridge: exchanges an OIDC provider's access token (Auth0 first) for a short-lived
 //! Google Cloud credential through Workforce Identity Federation.
 
+pub mod assertion;
 pub mod audit;
 pub mod broker;
 pub mod causes;

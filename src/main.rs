@@ -2,6 +2,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use sts_bridge::assertion::{generate_file, KeyAlgorithm, Minter};
 use sts_bridge::config::Settings;
 use sts_bridge::{devstack, startup::Application, telemetry};
 
@@ -38,6 +39,31 @@ enum Command {
     },
     /// Development: the service with a local issuer and Google STS stand-in, loopback only.
     Dev(Box<DevArgs>),
+    /// Signing keys of the bridge's own issuer (assertion mode).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the bridge's public keys as the JWKS a Google workforce provider accepts
+    /// (`gcloud … create-oidc --jwk-json-path=FILE`, Terraform `jwks_json`).
+    Jwks {
+        /// TOML configuration file.
+        #[arg(long, env = "STS_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new private key (PKCS#8 PEM, mode 0600); never overwrites a file.
+    Generate {
+        /// ES256 (P-256) or RS256 (RSA 2048).
+        #[arg(long, default_value = "ES256")]
+        alg: KeyAlgorithm,
+        /// File to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -90,6 +116,16 @@ async fn main() -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Migrate { config } => migrate(config).await,
         Command::CheckConfig { config, probe } => check_config(config, probe).await,
+        Command::Keys {
+            command: KeysCommand::Generate { alg, out },
+        } => generate_file(alg, &out).map(|()| {
+            println!(
+                "wrote a new {} key to {} (mode 0600); add it to the keys of [assertion] with state = \"next\"",
+                alg.as_str(),
+                out.display()
+            )
+        }),
+        Command::Jwks { config } => print_jwks(config),
         Command::Dev(args) => match args.command {
             Some(DevCommand::Token {
                 sub,
@@ -128,6 +164,26 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The configuration and, when it has an `[assertion]` issuer, its loaded keys.
+fn load_with_keys(config: Option<PathBuf>) -> Result<(Settings, Option<Minter>), String> {
+    let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    let minter = settings
+        .assertion
+        .as_ref()
+        .map(Minter::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok((settings, minter))
+}
+
+fn print_jwks(config: Option<PathBuf>) -> Result<(), String> {
+    let (_, minter) = load_with_keys(config)?;
+    let minter = minter.ok_or("the configuration has no [assertion] section, so no keys")?;
+    let json = serde_json::to_string_pretty(&minter.jwks()).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
+}
+
 async fn serve(config: Option<PathBuf>) -> Result<(), String> {
     let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
     telemetry::init(&settings.log.format, &settings.log.filter);
@@ -150,7 +206,8 @@ async fn check_config(config: Option<PathBuf>, probe: bool) -> Result<(), String
              only the built-in defaults and STS_BRIDGE__* variables apply"
         ),
     }
-    let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    // Loading the signing keys proves they are readable and well-formed.
+    let (settings, _) = load_with_keys(config)?;
     print!("{}", settings.summary());
     for warning in settings.warnings() {
         println!("warning: {warning}");

@@ -1,8 +1,9 @@
 //! Builds the application: shared state, routes, background tasks.
 
+use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::Broker;
-use crate::config::{AuditSettings, ConfigError, Settings};
+use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::StsClient;
 use crate::identity::{KeySet, Validator};
 use crate::metrics::Metrics;
@@ -75,7 +76,7 @@ fn serve(
         App::new()
             .wrap(from_fn(telemetry::with_request_id))
             .app_data(state.clone())
-            .configure(|cfg| routes::configure(cfg, served))
+            .configure(|cfg| routes::configure(cfg, served, state.assertion.as_deref()))
             .default_service(web::to(routes::not_found))
     })
     .listen(listener)
@@ -104,6 +105,9 @@ impl Reloader {
             tracing::warn!("{warning}");
         }
         let mut current = self.current.lock().expect("settings lock");
+        needs_no_new_keys(&current, &fresh).inspect_err(|e| {
+            tracing::error!(error = %e, file = %path.display(), "configuration not reloaded; the running targets and policies stay");
+        })?;
         if !same_apart_from_targets(&current, &fresh) {
             tracing::warn!("only targets and their policies are reloaded; other changed sections take effect at the next start");
         }
@@ -114,6 +118,22 @@ impl Reloader {
             "targets and policies reloaded"
         );
         Ok(())
+    }
+}
+
+/// The bridge's signing keys are loaded at start only: a reload may not put a target in
+/// assertion mode in a process that has none.
+fn needs_no_new_keys(current: &Settings, fresh: &Settings) -> Result<(), ConfigError> {
+    let asserting = fresh
+        .targets
+        .iter()
+        .position(|t| t.mode == TargetMode::Assertion);
+    match (asserting, &current.assertion) {
+        (Some(i), None) => Err(ConfigError::Invalid {
+            key: format!("targets[{i}].mode"),
+            problem: "assertion mode needs the [assertion] keys, which are loaded at start; restart instead of reloading".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -160,6 +180,9 @@ pub enum StartupError {
     /// The issuance store could not be opened or migrated.
     #[error("issuance store: {0}")]
     Audit(#[from] AuditError),
+    /// A signing key of the bridge's own issuer could not be loaded.
+    #[error("{0}")]
+    Assertion(#[from] AssertionError),
 }
 
 impl Application {
@@ -187,6 +210,12 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sts-bridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let minter = settings
+            .assertion
+            .as_ref()
+            .map(Minter::load)
+            .transpose()?
+            .map(Arc::new);
         let metrics = Arc::new(Metrics::new());
         let key_sets = settings
             .issuers
@@ -208,7 +237,14 @@ impl Application {
         let audit = Arc::new(open_audit(&settings.audit, metrics.clone()).await?);
         let sts = StsClient::new(http, settings.google.sts_url.clone(), metrics.clone());
         let validator = Validator::new(key_sets);
-        let broker = Arc::new(Broker::new(&settings, validator, sts, audit, metrics));
+        let broker = Arc::new(Broker::new(
+            &settings,
+            validator,
+            sts,
+            minter.clone(),
+            audit,
+            metrics,
+        ));
         spawn_revocation_poller(
             broker.clone(),
             Duration::from_secs(settings.audit.revocation_poll_secs),
@@ -228,6 +264,7 @@ impl Application {
             retry_after_secs: settings.google.retry_after_secs,
             admin: settings.admin.clone(),
             issuers: settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
+            assertion: minter,
         });
         let (public, extra) = listeners(&settings);
         let server = serve(listener, public, state.clone())?;

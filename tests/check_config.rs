@@ -83,6 +83,7 @@ async fn it_tells_what_it_loaded_and_probes_the_issuer() {
         "{stdout}"
     );
     assert!(stdout.contains("refuses everyone"), "{stdout}");
+    assert!(stdout.contains("mode            pass-through"), "{stdout}");
     assert!(
         stdout.contains("warning: ") && stdout.contains("nobody"),
         "{stdout}"

@@ -141,6 +141,25 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+
+    // Assertion mode: neither the assertion nor the signing key may show up either.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("bridge.pem");
+    let key = key_file.clone();
+    let bridge = spawn_app_with_google(move |s, google| {
+        sts_bridge::devstack::use_assertion_mode(s, google, &key).unwrap()
+    })
+    .await;
+    let dave = bridge.token_for("auth0|dave");
+    assert_eq!(bridge.exchange(&dave).await.status(), 200);
+    let calls = bridge.google.calls();
+    let assertion = calls
+        .last()
+        .unwrap()
+        .field("subject_token")
+        .unwrap()
+        .to_owned();
+    let pem = std::fs::read_to_string(&key_file).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
@@ -148,7 +167,7 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
     assert!(lines.len() > 20, "only {} log lines captured", lines.len());
     let issued: Vec<&Value> = lines
         .iter()
-        .filter(|l| l["message"] == "exchange issued")
+        .filter(|l| l["message"] == "exchange issued" && l["subject"] != "auth0|dave")
         .collect();
     assert_eq!(issued.len(), 2, "one summary line per hand-out");
     for line in &issued {
@@ -192,7 +211,8 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
     assert_eq!(issued[0]["source"], "sts");
     assert_eq!(issued[1]["source"], "cache");
 
-    let mut secrets: Vec<&str> = vec![&subject_token, &admin, &expired, &bob];
+    let mut secrets: Vec<&str> = vec![&subject_token, &admin, &expired, &bob, &dave, &assertion];
+    secrets.extend(pem.lines().filter(|l| !l.starts_with("-----")));
     secrets.extend(google_tokens.iter().map(String::as_str));
     for secret in secrets {
         assert!(!log.contains(secret), "a token appears in the log");

@@ -5,6 +5,7 @@ use crate::identity::Identity;
 use crate::secret::Token;
 use moka::future::Cache;
 use moka::Expiry;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,13 +24,16 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    /// Key for `identity` asking `target` for `scopes` (already sorted).
+    /// Key for `identity` asking `target` for `scopes` (already sorted). `minted` is the
+    /// attributes of the assertion Google will see, in assertion mode: then only they, not
+    /// the caller's other claims, tell credentials apart.
     pub fn new(
         identity: &Identity,
         actor: Option<&Identity>,
         target: Arc<str>,
         scopes: Vec<String>,
         user_project: Option<String>,
+        minted: Option<&Map<String, Value>>,
     ) -> Self {
         Self {
             issuer: identity.issuer.clone(),
@@ -37,7 +41,7 @@ impl CacheKey {
             target,
             scopes,
             user_project,
-            claims_digest: claims_digest(identity, actor),
+            claims_digest: claims_digest(identity, actor, minted),
         }
     }
 
@@ -71,8 +75,34 @@ impl CacheKey {
 /// membership, or a token from another client, for another audience or with any other
 /// claim changed (the validator's digest of all but the time claims), must not reuse a
 /// credential minted for the old one.
-fn claims_digest(identity: &Identity, actor: Option<&Identity>) -> [u8; 32] {
+fn claims_digest(
+    identity: &Identity,
+    actor: Option<&Identity>,
+    minted: Option<&Map<String, Value>>,
+) -> [u8; 32] {
     let mut hasher = Sha256::new();
+    match minted {
+        Some(attributes) => {
+            hasher.update(b"assertion");
+            // serde_json's map is ordered by key, so equal claims always hash alike.
+            hasher.update(Value::Object(attributes.clone()).to_string().as_bytes());
+        }
+        None => token_claims_digest(&mut hasher, identity),
+    }
+    // A credential obtained with one actor is not handed to another (or to none).
+    if let Some(actor) = actor {
+        hasher.update(b"actor");
+        for part in [actor.issuer.as_bytes(), actor.subject.as_bytes()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        hasher.update(actor.claims_digest);
+    }
+    hasher.finalize().into()
+}
+
+/// The caller's token's claims, for pass-through mode: Google sees that token.
+fn token_claims_digest(hasher: &mut Sha256, identity: &Identity) {
     let client: Vec<String> = identity.client_id.iter().cloned().collect();
     for (label, values) in [
         ("groups", &identity.groups),
@@ -92,16 +122,6 @@ fn claims_digest(identity: &Identity, actor: Option<&Identity>) -> [u8; 32] {
         }
     }
     hasher.update(identity.claims_digest);
-    // A credential obtained with one actor is not handed to another (or to none).
-    if let Some(actor) = actor {
-        hasher.update(b"actor");
-        for part in [actor.issuer.as_bytes(), actor.subject.as_bytes()] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
-        hasher.update(actor.claims_digest);
-    }
-    hasher.finalize().into()
 }
 
 /// A Google credential and when it expires.

@@ -6,6 +6,7 @@ mod targets;
 pub use cache::{CacheKey, CachedCredential, CredentialCache};
 pub use targets::{Target, TargetError, Targets};
 
+use crate::assertion::{minted_attributes, AssertionError, Minter};
 use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
 use crate::config::{ClientSettings, Settings, TargetSettings};
 use crate::google::{GoogleError, StsClient, StsRequest};
@@ -134,6 +135,9 @@ pub enum BrokerError {
     /// The issuance could not be recorded, so nothing is handed out.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The bridge could not sign an assertion for the caller.
+    #[error(transparent)]
+    Assertion(#[from] AssertionError),
 }
 
 impl BrokerError {
@@ -150,6 +154,8 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => "invalid_request",
             BrokerError::Revoked { .. } => "access_denied",
             BrokerError::Audit(_) => "temporarily_unavailable",
+            BrokerError::Assertion(AssertionError::SubjectExpired) => "invalid_grant",
+            BrokerError::Assertion(_) => "temporarily_unavailable",
             BrokerError::Google(GoogleError::Refused { error, .. }) => match error.as_str() {
                 "invalid_grant" => "invalid_grant",
                 "invalid_scope" => "invalid_scope",
@@ -169,6 +175,7 @@ pub struct Broker {
     /// Swapped whole on reload; a request keeps the target it resolved.
     targets: RwLock<Arc<Targets>>,
     sts: StsClient,
+    minter: Option<Arc<Minter>>,
     cache: CredentialCache,
     refresh_margin: Duration,
     /// HTTP Basic clients, by id, for their limits.
@@ -183,6 +190,7 @@ impl Broker {
         settings: &Settings,
         validator: Validator,
         sts: StsClient,
+        minter: Option<Arc<Minter>>,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -190,6 +198,7 @@ impl Broker {
             validator,
             targets: RwLock::new(Arc::new(Targets::new(&settings.targets))),
             sts,
+            minter,
             cache: cache::build(
                 settings.cache.max_entries,
                 Duration::from_secs(settings.cache.min_remaining_secs),
@@ -370,13 +379,22 @@ impl Broker {
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
+        // In assertion mode Google sees the minted claims only, so they tell credentials apart.
+        let minted = target
+            .assertion()
+            .map(|a| minted_attributes(identity, &a.attributes));
         let key = CacheKey::new(
             identity,
             actor,
             target.name.clone(),
             scopes.clone(),
             user_project,
+            minted.as_ref(),
         );
+        let subject = Subject {
+            token: req.subject_token.clone(),
+            identity: identity.clone(),
+        };
 
         let mut fetched = false;
         let cached = self.cache.get(&key).await;
@@ -387,10 +405,10 @@ impl Broker {
                 .cache
                 .try_get_with(key.clone(), async {
                     fetched = true;
-                    fetch(&self.sts, &target, &key, &req.subject_token).await
+                    self.upstream().fetch(&target, &key, &subject).await
                 })
                 .await
-                .map_err(|e| BrokerError::Google((*e).clone()))?,
+                .map_err(|e| (*e).clone())?,
         };
         self.metrics.cache_lookup(match (hit, fetched) {
             (true, _) => "hit",
@@ -399,12 +417,7 @@ impl Broker {
         });
 
         if !fetched && entry.remaining() < self.refresh_margin && entry.claim_refresh() {
-            self.refresh_in_background(
-                target.clone(),
-                key,
-                req.subject_token.clone(),
-                entry.clone(),
-            );
+            self.refresh_in_background(target.clone(), key, subject, entry.clone());
         }
         Ok(Decision {
             access_token: entry.token.clone(),
@@ -487,14 +500,14 @@ impl Broker {
         &self,
         target: Arc<Target>,
         key: CacheKey,
-        subject_token: Token,
+        subject: Subject,
         old: Arc<CachedCredential>,
     ) {
-        let sts = self.sts.clone();
+        let upstream = self.upstream();
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let result = fetch(&sts, &target, &key, &subject_token).await;
+            let result = upstream.fetch(&target, &key, &subject).await;
             metrics.cache_refresh(if result.is_ok() { "ok" } else { "error" });
             match result {
                 Ok(fresh) => cache.insert(key, fresh).await,
@@ -509,27 +522,67 @@ impl Broker {
     }
 }
 
-async fn fetch(
-    sts: &StsClient,
-    target: &Target,
-    key: &CacheKey,
-    subject_token: &Token,
-) -> Result<Arc<CachedCredential>, GoogleError> {
-    let requested_at = std::time::Instant::now();
-    let token = sts
-        .exchange(&StsRequest {
-            audience: &target.settings.provider,
-            scopes: key.scopes(),
-            subject_token,
-            subject_token_type: &target.settings.subject_token_type,
-            user_project: key.user_project(),
-        })
-        .await?;
-    Ok(Arc::new(CachedCredential::new(
-        token.access_token,
-        requested_at,
-        token.expires_in,
-    )))
+/// The person an exchange is for: their validated token and what it proved.
+#[derive(Clone)]
+struct Subject {
+    token: Token,
+    identity: Identity,
+}
+
+/// What a cache miss or refresh needs to obtain a credential from Google.
+#[derive(Clone)]
+struct Upstream {
+    sts: StsClient,
+    minter: Option<Arc<Minter>>,
+}
+
+impl Broker {
+    fn upstream(&self) -> Upstream {
+        Upstream {
+            sts: self.sts.clone(),
+            minter: self.minter.clone(),
+        }
+    }
+}
+
+impl Upstream {
+    /// Exchanges what the target shows Google (the caller's token, or a fresh assertion
+    /// for the same person) for a credential.
+    async fn fetch(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        subject: &Subject,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let minted;
+        let subject_token = match (target.assertion(), &self.minter) {
+            (Some(a), Some(minter)) => {
+                minted = minter.mint(&subject.identity, a)?;
+                tracing::debug!(kid = %minted.kid, assertion = %minted.token, "assertion minted");
+                &minted.token
+            }
+            (Some(_), None) => {
+                return Err(AssertionError::Signing("no signing keys are loaded".into()).into())
+            }
+            (None, _) => &subject.token,
+        };
+        let requested_at = std::time::Instant::now();
+        let token = self
+            .sts
+            .exchange(&StsRequest {
+                audience: &target.settings.provider,
+                scopes: key.scopes(),
+                subject_token,
+                subject_token_type: &target.settings.subject_token_type,
+                user_project: key.user_project(),
+            })
+            .await?;
+        Ok(Arc::new(CachedCredential::new(
+            token.access_token,
+            requested_at,
+            token.expires_in,
+        )))
+    }
 }
 
 /// What `decide` settled on, before the identity is attached.

@@ -1,6 +1,6 @@
 //! Targets: which Google credential an `audience` asks for, and which scopes it may carry.
 
-use crate::config::{TargetKind, TargetSettings};
+use crate::config::{TargetAssertion, TargetKind, TargetMode, TargetSettings};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -92,6 +92,14 @@ impl Targets {
 }
 
 impl Target {
+    /// How assertions are made for this target, when it is in assertion mode.
+    pub fn assertion(&self) -> Option<&TargetAssertion> {
+        match self.settings.mode {
+            TargetMode::Assertion => self.settings.assertion.as_ref(),
+            TargetMode::PassThrough => None,
+        }
+    }
+
     /// The Google principal a credential of this target acts as for `subject`, with the
     /// attribute mapping `google.subject=assertion.sub`.
     pub fn principal_for(&self, subject: &str) -> Option<String> {

@@ -44,6 +44,12 @@ pub struct IssuerSettings {
     /// Google could map never receives a credential minted for another.
     #[serde(default)]
     pub cache_key_claims: Option<Vec<String>>,
+    /// Claim holding the caller's email address (default `email`).
+    #[serde(default)]
+    pub email_claim: Option<String>,
+    /// Claim holding the caller's display name (default `name`).
+    #[serde(default)]
+    pub name_claim: Option<String>,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -3,6 +3,7 @@
 //! imports nothing else from the crate but the RFC 8693 constants and the provider-name parser.
 
 mod admin;
+mod assertion;
 mod audit;
 mod cache;
 mod clients;
@@ -16,6 +17,10 @@ mod summary;
 mod targets;
 
 pub use admin::AdminSettings;
+pub use assertion::{
+    AssertionKeySettings, AssertionSettings, IdentityAttribute, KeyState, TargetAssertion,
+    TargetMode, MAX_ASSERTION_LIFETIME_SECS,
+};
 pub use audit::AuditSettings;
 pub use cache::{CacheSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
@@ -70,6 +75,9 @@ pub struct Settings {
     /// Metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// The bridge's own issuer, for targets in assertion mode.
+    #[serde(default)]
+    pub assertion: Option<AssertionSettings>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -90,6 +98,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             admin: AdminSettings::default(),
             metrics: MetricsSettings::default(),
+            assertion: None,
         }
     }
 }
@@ -206,6 +215,7 @@ impl Settings {
                 "no [[clients]] are configured, so every exchange would be refused",
             ));
         }
+        self.validate_assertion()?;
         self.google.validate()?;
         self.cache.validate()?;
         self.audit.validate()?;
@@ -227,6 +237,14 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A name of 1 to `max` letters, digits, '-', '_' or '.' (target names, key ids).
+fn is_plain_name(value: &str, max: usize) -> bool {
+    (1..=max).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// `https://` anywhere; plain `http://` only towards the loopback interface.
@@ -275,6 +293,8 @@ mod tests {
                 jwks_refresh_secs: 300,
                 discovery_url: None,
                 cache_key_claims: None,
+                email_claim: None,
+                name_claim: None,
             }],
             targets: vec![TargetSettings {
                 name: "bigquery".into(),
@@ -289,6 +309,8 @@ mod tests {
                     any_groups: vec!["analysts".into()],
                     ..PolicySettings::default()
                 },
+                mode: TargetMode::PassThrough,
+                assertion: None,
             }],
             ..Settings::default()
         }
@@ -457,6 +479,81 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    fn in_assertion_mode() -> Settings {
+        let mut s = valid();
+        s.assertion = Some(AssertionSettings {
+            issuer: "https://sts-bridge.example.com".into(),
+            keys: vec![AssertionKeySettings {
+                kid: "k1".into(),
+                file: "k1.pem".into(),
+                state: KeyState::Active,
+            }],
+        });
+        s.targets[0].mode = TargetMode::Assertion;
+        s.targets[0].assertion = Some(TargetAssertion {
+            client_id: "sts-bridge-bq".into(),
+            lifetime_secs: 300,
+            attributes: [("groups".to_owned(), IdentityAttribute::Groups)].into(),
+        });
+        s
+    }
+
+    #[test]
+    fn assertion_mode_rules_name_the_key_at_fault() {
+        in_assertion_mode().validate().unwrap();
+        type Breakage = fn(&mut Settings);
+        let cases: [(Breakage, &str); 10] = [
+            (|s| s.assertion = None, "assertion"),
+            (|s| s.targets[0].assertion = None, "targets[0].assertion"),
+            (
+                |s| s.targets[0].mode = TargetMode::PassThrough,
+                "targets[0].assertion",
+            ),
+            (
+                |s| s.assertion.as_mut().unwrap().issuer = "http://bridge.example.com".into(),
+                "assertion.issuer",
+            ),
+            (
+                |s| s.assertion.as_mut().unwrap().keys[0].state = KeyState::Next,
+                "assertion.keys",
+            ),
+            (
+                |s| {
+                    let keys = &mut s.assertion.as_mut().unwrap().keys;
+                    keys.push(keys[0].clone());
+                },
+                "assertion.keys[1].kid",
+            ),
+            (
+                |s| s.targets[0].assertion.as_mut().unwrap().lifetime_secs = 48 * 3600 + 1,
+                "targets[0].assertion.lifetime_secs",
+            ),
+            (
+                |s| {
+                    s.targets[0].policy.max_lifetime_secs = 600;
+                    s.targets[0].assertion.as_mut().unwrap().lifetime_secs = 601;
+                },
+                "targets[0].assertion.lifetime_secs",
+            ),
+            (
+                |s| s.targets[0].assertion.as_mut().unwrap().client_id = String::new(),
+                "targets[0].assertion.client_id",
+            ),
+            (
+                |s| {
+                    let a = s.targets[0].assertion.as_mut().unwrap();
+                    a.attributes.insert("sub".into(), IdentityAttribute::Email);
+                },
+                "targets[0].assertion.attributes.sub",
+            ),
+        ];
+        for (i, (break_it, key)) in cases.into_iter().enumerate() {
+            let mut s = in_assertion_mode();
+            break_it(&mut s);
+            assert_eq!(problem_key(&s), key, "case {i}");
+        }
     }
 
     #[test]

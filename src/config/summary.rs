@@ -30,6 +30,18 @@ impl Settings {
                 self.admin.permission
             );
         }
+        if let Some(a) = &self.assertion {
+            let keys: Vec<String> = a
+                .keys
+                .iter()
+                .map(|k| {
+                    let state = serde_json::to_value(k.state).unwrap_or_default();
+                    format!("{} ({})", k.kid, state.as_str().unwrap_or("?"))
+                })
+                .collect();
+            let _ = writeln!(out, "bridge issuer:      {}", a.issuer);
+            let _ = writeln!(out, "  signing keys      {}", keys.join(", "));
+        }
         let _ = writeln!(out, "issuers ({}):", self.issuers.len());
         for i in &self.issuers {
             let _ = writeln!(out, "  {}", i.issuer);
@@ -53,6 +65,27 @@ impl Settings {
             if !t.default_scopes.is_empty() {
                 let _ = writeln!(out, "    default scopes  {}", t.default_scopes.join(" "));
             }
+            let mode = match &t.assertion {
+                Some(a) => {
+                    let passed: Vec<String> = a
+                        .attributes
+                        .iter()
+                        .map(|(claim, from)| {
+                            let from = serde_json::to_value(from).unwrap_or_default();
+                            format!("{claim} ← {}", from.as_str().unwrap_or("?"))
+                        })
+                        .collect();
+                    format!(
+                        "assertion signed by sts-bridge (aud {}, {} s; passes sub{}{})",
+                        a.client_id,
+                        a.lifetime_secs,
+                        if passed.is_empty() { "" } else { ", " },
+                        passed.join(", ")
+                    )
+                }
+                None => "pass-through (Google sees the caller's own token)".to_owned(),
+            };
+            let _ = writeln!(out, "    mode            {mode}");
             let _ = writeln!(out, "    policy          {}", policy_summary(&t.policy));
         }
         let auth = if self.require_client_auth {

@@ -1,6 +1,6 @@
 //! `[[targets]]`: the named ways to make a Google credential.
 
-use super::{invalid, ConfigError, PolicySettings};
+use super::{invalid, is_plain_name, ConfigError, PolicySettings, TargetAssertion, TargetMode};
 use crate::google::provider::parse_workforce_provider;
 use crate::rfc8693::{TOKEN_TYPE_JWT, UPSTREAM_SUBJECT_TOKEN_TYPES};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,12 @@ pub struct TargetSettings {
     /// Who may use this target; nobody when it names no one.
     #[serde(default)]
     pub policy: PolicySettings,
+    /// What Google is shown: the caller's own token, or an assertion the bridge signs.
+    #[serde(default)]
+    pub mode: TargetMode,
+    /// The assertion's audience, lifetime and attributes (with `mode = "assertion"`).
+    #[serde(default)]
+    pub assertion: Option<TargetAssertion>,
 }
 
 fn default_upstream_token_type() -> String {
@@ -46,13 +52,7 @@ fn default_upstream_token_type() -> String {
 
 impl TargetSettings {
     pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 128
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !name_ok {
+        if !is_plain_name(&self.name, 128) {
             return Err(invalid(
                 format!("{key}.name"),
                 "1-128 characters of letters, digits, '-', '_' or '.'",

@@ -34,6 +34,13 @@ pub async fn run(mut opts: DevOptions) -> Result<(), String> {
     let google = GoogleStandIn::start(google_listener).map_err(|e| e.to_string())?;
     let mut settings = super::settings(&issuer, &google, opts.listen);
     settings.audit.sqlite_path = opts.dir.join("sts-bridge.sqlite");
+    // The safe setup first: Google trusts only the bridge, which signs its own assertions.
+    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    super::use_assertion_mode(
+        &mut settings,
+        &google,
+        &opts.dir.join("bridge-signing-key.pem"),
+    )?;
     telemetry::init(&settings.log.format, &settings.log.filter);
     let app = Application::build_with_listener(settings, service_listener)
         .await
@@ -118,6 +125,7 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
   service            {service}
   dev issuer         {issuer}  (Auth0-shaped: discovery, JWKS, POST /dev/token)
   Google STS stand-in {google}
+  bridge issuer      {bridge}  (assertion mode: the stand-in trusts only this issuer)
 
 1. Get an access token for a person from the dev issuer:
      TOKEN=$({exe} dev token{issuer_flag} --sub 'auth0|alice')
@@ -128,6 +136,20 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
        -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
        -d audience={target} \
        --data-urlencode subject_token="$TOKEN"
+
+   The target is in assertion mode: sts-bridge signs its own short-lived JWT for the
+   person and exchanges that. The stand-in, like a provider set up as in
+   docs/workforce-identity.md, refuses the Auth0 token itself:
+     curl -s {google} \
+       -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+       -d requested_token_type=urn:ietf:params:oauth:token-type:access_token \
+       -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+       -d audience={provider} \
+       -d scope=https://www.googleapis.com/auth/cloud-platform \
+       --data-urlencode 'options={{"userProject":"{project}"}}' \
+       --data-urlencode subject_token="$TOKEN"
+   The keys a real provider is given (what `sts-bridge jwks --config FILE` prints):
+     curl -s {service}/.well-known/jwks.json
 
 3. Or let Python's google-auth do it with the external_account file written for you
    (its credential_source reads {token}, a token for auth0|alice valid for an hour;
@@ -141,6 +163,9 @@ Press Ctrl-C to stop.
         issuer = issuer.issuer(),
         google = google.token_url(),
         target = super::DEV_TARGET,
+        bridge = service,
+        provider = super::DEV_PROVIDER,
+        project = super::DEV_USER_PROJECT,
         credentials = files.credentials.display(),
         token = files.token.display(),
     )

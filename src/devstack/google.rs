@@ -3,6 +3,8 @@
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpRequest, HttpResponse};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -46,8 +48,26 @@ pub struct IssuedToken {
     pub audience: String,
 }
 
+/// A workforce provider that trusts sts-bridge alone: assertions must come from
+/// `issuer`, name `client_id` as `aud`, and verify with one of the uploaded keys.
+#[derive(Debug, Clone)]
+pub struct BridgeTrust {
+    /// The bridge's issuer URL (the provider's `--issuer-uri`).
+    pub issuer: String,
+    /// The provider's `--client-id`.
+    pub client_id: String,
+    /// The uploaded JWKS (`--jwk-json-path`).
+    pub jwks: JwkSet,
+}
+
+/// Google's limit on `exp - iat`.
+const MAX_LIFETIME_SECS: u64 = 48 * 3600;
+/// Clock skew Google tolerates on `iat`.
+const SKEW_SECS: u64 = 60;
+
 #[derive(Default)]
 struct State {
+    bridges: Mutex<HashMap<String, BridgeTrust>>,
     calls: Mutex<Vec<StsCall>>,
     failures: Mutex<VecDeque<(u16, Value)>>,
     delay: Mutex<Duration>,
@@ -123,6 +143,23 @@ impl GoogleStandIn {
         *self.state.expires_in.lock().expect("lock") = secs;
     }
 
+    /// Makes `provider` trust the bridge alone, as `create-oidc --issuer-uri --client-id
+    /// --jwk-json-path` does; a raw Auth0 token sent to it is then refused.
+    pub fn trust_bridge(&self, provider: &str, trust: BridgeTrust) {
+        self.state
+            .bridges
+            .lock()
+            .expect("lock")
+            .insert(provider.to_owned(), trust);
+    }
+
+    /// Replaces the keys `provider` trusts (an `update-oidc --jwk-json-path` during rotation).
+    pub fn upload_jwks(&self, provider: &str, jwks: JwkSet) {
+        if let Some(trust) = self.state.bridges.lock().expect("lock").get_mut(provider) {
+            trust.jwks = jwks;
+        }
+    }
+
     /// Stops the server.
     pub async fn stop(&self) {
         self.handle.stop(false).await;
@@ -163,7 +200,10 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> H
         return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
             .json(body);
     }
-    match check(&call) {
+    let bridge = call
+        .field("audience")
+        .and_then(|a| state.bridges.lock().expect("lock").get(a).cloned());
+    match check(&call, bridge.as_ref()) {
         Ok((subject, audience)) => {
             let access_token = format!("ya29.standin.{}", uuid::Uuid::new_v4().simple());
             state
@@ -179,16 +219,18 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> H
                 "expires_in": expires_in,
             }))
         }
-        Err((error, description)) => google_error(400, error, description),
+        Err((error, description)) => google_error(400, error, &description),
     }
 }
 
 /// An RFC 6749 error code and Google's wording.
-type Refusal = (&'static str, &'static str);
+type Refusal = (&'static str, String);
 
-/// Google's checks, in Google's words; returns the subject and audience on success.
-fn check(call: &StsCall) -> Result<(String, String), Refusal> {
-    let bad = |error: &'static str, text: &'static str| (error, text);
+/// Google's checks, in Google's words; returns the subject and audience on success. A
+/// provider that trusts the bridge verifies the assertion; any other accepts a well-formed,
+/// unexpired token from its issuer (signatures are the bridge's concern there).
+fn check(call: &StsCall, bridge: Option<&BridgeTrust>) -> Result<(String, String), Refusal> {
+    let bad = |error: &'static str, text: &'static str| (error, text.to_owned());
     if call.field("grant_type") != Some(GRANT_TYPE) {
         return Err(bad(
             "unsupported_grant_type",
@@ -232,6 +274,10 @@ fn check(call: &StsCall) -> Result<(String, String), Refusal> {
             "The workforce pool user project must be provided in options.userProject.",
         ));
     }
+    if let Some(trust) = bridge {
+        let subject = verify_assertion(call.field("subject_token").unwrap_or_default(), trust)?;
+        return Ok((subject, audience.to_owned()));
+    }
     let claims: SubjectClaims = call
         .field("subject_token")
         .filter(|t| !t.contains(char::is_whitespace))
@@ -245,4 +291,80 @@ fn check(call: &StsCall) -> Result<(String, String), Refusal> {
         .sub
         .ok_or_else(|| bad("invalid_grant", "The incoming token has no subject."))?;
     Ok((subject, audience.to_owned()))
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Value>,
+    iat: Option<u64>,
+    exp: Option<u64>,
+}
+
+/// What Google checks of an assertion from an issuer with uploaded keys, in Google's words.
+fn verify_assertion(token: &str, trust: &BridgeTrust) -> Result<String, Refusal> {
+    let bad = |text: String| ("invalid_grant", text);
+    let malformed = || bad("The incoming token is malformed.".into());
+    let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
+    if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+        return Err(bad(format!(
+            "The ID Token is signed with an unsupported algorithm {:?}; only RS256 and ES256 are supported.",
+            header.alg
+        )));
+    }
+    let claims: AssertionClaims =
+        jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| malformed())?;
+    let issuer = claims.iss.clone().unwrap_or_default();
+    if issuer != trust.issuer {
+        return Err(bad(format!(
+            "The issuer in ID Token {issuer} does not match the expected issuer {}.",
+            trust.issuer
+        )));
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| trust.jwks.find(kid))
+        .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
+        .ok_or_else(|| bad("Unable to verify the ID Token signature: no key in the provider's JWKS matches its kid.".into()))?;
+    let mut validation = Validation::new(header.alg);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map_err(|_| bad("Unable to verify the ID Token signature.".into()))?;
+    let audiences: Vec<&str> = match &claims.aud {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(v)) => v.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !audiences.contains(&trust.client_id.as_str()) {
+        return Err(bad(format!(
+            "The audience in ID Token [{}] does not match the expected audience {}.",
+            audiences.join(", "),
+            trust.client_id
+        )));
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let (Some(iat), Some(exp)) = (claims.iat, claims.exp) else {
+        return Err(bad(
+            "The ID Token must contain the iat and exp claims.".into()
+        ));
+    };
+    if iat > now + SKEW_SECS {
+        return Err(bad(format!("ID Token issued at {iat} is in the future.")));
+    }
+    if exp <= now {
+        return Err(bad("The token has expired.".into()));
+    }
+    if exp.saturating_sub(iat) > MAX_LIFETIME_SECS {
+        return Err(bad(
+            "The ID Token lifetime (exp - iat) must not exceed 48 hours.".into(),
+        ));
+    }
+    claims
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("The incoming token has no subject.".into()))
 }

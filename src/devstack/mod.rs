@@ -5,13 +5,15 @@ pub mod cli;
 mod google;
 mod issuer;
 
-pub use google::{GoogleStandIn, IssuedToken, StsCall};
+pub use google::{BridgeTrust, GoogleStandIn, IssuedToken, StsCall};
 pub use issuer::{
     DevIssuer, MintRequest, DEV_AUDIENCE, DEV_CLIENT, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM,
 };
 
+use crate::assertion::Minter;
 use crate::config::{
-    IssuerSettings, LogSettings, PolicySettings, Settings, TargetKind, TargetSettings,
+    AssertionKeySettings, AssertionSettings, IdentityAttribute, IssuerSettings, KeyState,
+    LogSettings, PolicySettings, Settings, TargetAssertion, TargetKind, TargetMode, TargetSettings,
 };
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
@@ -26,6 +28,10 @@ pub const DEV_PROVIDER: &str =
     "//iam.googleapis.com/locations/global/workforcePools/dev-pool/providers/dev-auth0";
 /// Billing project of the dev target.
 pub const DEV_USER_PROJECT: &str = "dev-project";
+/// Client id of the dev provider when it trusts the bridge (the assertions' `aud`).
+pub const DEV_BRIDGE_CLIENT_ID: &str = "sts-bridge-dev";
+/// Key id of the dev stack's bridge signing key.
+pub const DEV_BRIDGE_KID: &str = "dev-bridge-1";
 /// Google's broadest scope.
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// BigQuery's scope.
@@ -81,6 +87,8 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             jwks_refresh_secs: 300,
             discovery_url: None,
             cache_key_claims: None,
+            email_claim: None,
+            name_claim: None,
         }],
         targets: vec![TargetSettings {
             name: DEV_TARGET.into(),
@@ -96,6 +104,8 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
                 clients: vec![DEV_CLIENT.into()],
                 ..PolicySettings::default()
             },
+            mode: crate::config::TargetMode::PassThrough,
+            assertion: None,
         }],
         log: LogSettings {
             format: "text".into(),
@@ -105,6 +115,66 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
     };
     settings.google.sts_url = google.token_url();
     settings
+}
+
+/// Puts the dev target in assertion mode, signing with the key in `key_file` (written with
+/// mode 0600 when missing), and makes the stand-in's provider trust the bridge alone, with
+/// the keys uploaded as `create-oidc --jwk-json-path` would.
+pub fn use_assertion_mode(
+    settings: &mut Settings,
+    google: &GoogleStandIn,
+    key_file: &Path,
+) -> Result<(), String> {
+    if !key_file.exists() {
+        crate::assertion::generate_file(crate::assertion::KeyAlgorithm::Es256, key_file)?;
+    }
+    let assertion = AssertionSettings {
+        issuer: format!("http://{}", settings.listen),
+        keys: vec![AssertionKeySettings {
+            kid: DEV_BRIDGE_KID.into(),
+            file: key_file.to_owned(),
+            state: KeyState::Active,
+        }],
+    };
+    google.trust_bridge(
+        DEV_PROVIDER,
+        bridge_trust(&assertion, DEV_BRIDGE_CLIENT_ID)?,
+    );
+    assertion_target(settings, assertion);
+    Ok(())
+}
+
+/// Puts the dev target in assertion mode for the bridge `assertion` describes, passing
+/// groups, email and name.
+pub fn assertion_target(settings: &mut Settings, assertion: AssertionSettings) {
+    settings.assertion = Some(assertion);
+    for target in settings.targets.iter_mut().filter(|t| t.name == DEV_TARGET) {
+        target.mode = TargetMode::Assertion;
+        target.assertion = Some(TargetAssertion {
+            client_id: DEV_BRIDGE_CLIENT_ID.into(),
+            lifetime_secs: 300,
+            attributes: [
+                ("groups".to_owned(), IdentityAttribute::Groups),
+                ("email".to_owned(), IdentityAttribute::Email),
+                ("name".to_owned(), IdentityAttribute::Name),
+            ]
+            .into(),
+        });
+    }
+}
+
+/// What a provider trusting the bridge of `assertion` is configured with: its issuer,
+/// `client_id`, and the JWKS `sts-bridge jwks` prints.
+pub fn bridge_trust(assertion: &AssertionSettings, client_id: &str) -> Result<BridgeTrust, String> {
+    let minter = Minter::load(assertion).map_err(|e| e.to_string())?;
+    let jwks = serde_json::to_value(minter.jwks())
+        .and_then(serde_json::from_value)
+        .map_err(|e| e.to_string())?;
+    Ok(BridgeTrust {
+        issuer: assertion.issuer.clone(),
+        client_id: client_id.into(),
+        jwks,
+    })
 }
 
 /// A Google `external_account` credential file whose `token_url` is sts-bridge and whose

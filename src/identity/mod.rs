@@ -55,6 +55,10 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// `gty` (Auth0 puts `client-credentials` there for machine tokens), as a list.
     pub grant_types: Vec<String>,
+    /// Email address, from the issuer's email claim, when the token carries one.
+    pub email: Option<String>,
+    /// Display name, from the issuer's name claim, when the token carries one.
+    pub name: Option<String>,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
     /// SHA-256 over every claim Google could map (all but `exp`, `iat`, `nbf`, `auth_time`

@@ -355,6 +355,14 @@ fn check_claims(
         groups,
         roles,
         grant_types,
+        email: short_string(
+            &claims.extra,
+            settings.email_claim.as_deref().unwrap_or("email"),
+        ),
+        name: short_string(
+            &claims.extra,
+            settings.name_claim.as_deref().unwrap_or("name"),
+        ),
         expires_at: claims.exp.max(0.0) as u64,
         claims_digest: [0; 32],
     })
@@ -384,6 +392,15 @@ fn claims_digest(claims: &Map<String, Value>, only: Option<&[String]>) -> [u8; 3
         }
     }
     hasher.finalize().into()
+}
+
+/// A string claim of printable text, at most 256 characters; anything else counts as absent.
+fn short_string(extra: &Map<String, Value>, claim: &str) -> Option<String> {
+    extra
+        .get(claim)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.chars().count() <= 256 && !s.chars().any(char::is_control))
+        .map(str::to_owned)
 }
 
 /// A claim holding a string or an array of strings, bounded in count.

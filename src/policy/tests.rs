@@ -14,6 +14,8 @@ fn person() -> Identity {
         groups: vec!["analysts".into()],
         roles: vec!["engineer".into()],
         grant_types: vec![],
+        email: None,
+        name: None,
         expires_at: 0,
         claims_digest: [0; 32],
     }

@@ -4,12 +4,14 @@ mod admin;
 mod error;
 mod health;
 mod token;
+mod well_known;
 
 pub use admin::{lift, list_admin_actions, list_issuances, list_revocations, revoke};
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
 pub use token::{token, MAX_BODY_BYTES};
 
+use crate::assertion::Minter;
 use crate::broker::Broker;
 use crate::config::{AdminSettings, ClientSettings};
 use actix_web::{web, HttpResponse, Resource, Route};
@@ -30,6 +32,8 @@ pub struct AppState {
     pub admin: AdminSettings,
     /// The trusted issuers' exact `iss` values, for revocations naming one.
     pub issuers: Vec<String>,
+    /// The bridge's own issuer, when assertion mode is configured.
+    pub assertion: Option<Arc<Minter>>,
 }
 
 /// Which groups of routes one listener serves; every listener answers the health checks.
@@ -43,12 +47,25 @@ pub struct Served {
     pub metrics: bool,
 }
 
-/// Registers the routes `served` names.
-pub fn configure(cfg: &mut web::ServiceConfig, served: Served) {
+/// Registers the routes `served` names; with the token endpoint, the bridge's discovery
+/// document and JWKS when it has an issuer of its own.
+pub fn configure(cfg: &mut web::ServiceConfig, served: Served, issuer: Option<&Minter>) {
     cfg.service(resource("/healthz", "GET", web::get().to(healthz)))
         .service(resource("/readyz", "GET", web::get().to(readyz)));
     if served.token {
         cfg.service(resource("/v1/token", "POST", web::post().to(token)));
+        if let Some(minter) = issuer {
+            cfg.service(resource(
+                &minter.discovery_path(),
+                "GET",
+                web::get().to(well_known::openid_configuration),
+            ))
+            .service(resource(
+                &minter.jwks_path(),
+                "GET",
+                web::get().to(well_known::jwks),
+            ));
+        }
     }
     if served.metrics {
         cfg.service(resource("/metrics", "GET", web::get().to(metrics)));

@@ -3,7 +3,6 @@
 
 use crate::helpers::*;
 use serde_json::{json, Value};
-use sts_bridge::audit::IssuanceQuery;
 use sts_bridge::devstack::{self, MintRequest};
 
 const ETL: &str = "etl-service";
@@ -48,16 +47,7 @@ async fn a_required_actor_from_an_allowed_client_is_accepted_and_recorded() {
     let actor = machine_token(&app, ETL);
     let (status, body) = status_json(exchange_with_actor(&app, &alice, Some(&actor)).await).await;
     assert_eq!(status, 200, "{body}");
-    let rows = app
-        .broker
-        .audit()
-        .store
-        .list_issuances(&IssuanceQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.records().await;
     assert_eq!(rows[0].subject, "auth0|alice");
     assert_eq!(rows[0].actor.as_deref(), Some("etl-service@clients"));
 }

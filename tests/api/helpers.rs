@@ -60,6 +60,20 @@ pub async fn start_app(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> Te
     start_app_with_upstreams(issuer, google, db, tweak).await
 }
 
+/// Like [`spawn_app_with`], but `tweak` also gets the Google stand-in (to make a provider
+/// trust the bridge, for instance).
+pub async fn spawn_app_with_google(tweak: impl FnOnce(&mut Settings, &GoogleStandIn)) -> TestApp {
+    let issuer = DevIssuer::start(loopback()).expect("dev issuer");
+    let google = GoogleStandIn::start(loopback()).expect("google stand-in");
+    let stand_in = google.clone();
+    let app = start_app_with_upstreams(issuer, google, Arc::new(TestDb::sqlite()), move |s| {
+        tweak(s, &stand_in)
+    })
+    .await;
+    app.wait_ready().await;
+    app
+}
+
 /// A further app instance sharing `first`'s database, issuer and Google stand-in.
 pub async fn spawn_replica(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let app = start_app_with_upstreams(
@@ -135,6 +149,19 @@ impl TestApp {
             sub: sub.into(),
             ..Default::default()
         })
+    }
+
+    /// The newest issuance records (at most 100), read from the store.
+    pub async fn records(&self) -> Vec<sts_bridge::audit::StoredIssuance> {
+        self.broker
+            .audit()
+            .store
+            .list_issuances(&sts_bridge::audit::IssuanceQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("records readable")
     }
 
     /// GETs `path` on the app.

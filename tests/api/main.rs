@@ -3,6 +3,7 @@
 
 mod actor;
 mod admin;
+mod assertion;
 mod cache;
 mod db;
 mod exchange;

@@ -101,6 +101,7 @@ EVERYTHING: dict[str, Any] = {
         },
     },
     "database": {"existingSecret": "sts-bridge-db", "secretKey": "url"},
+    "assertionKeys": {"existingSecret": "sts-bridge-keys"},
     "cloudSqlProxy": {
         "enabled": True,
         "instanceConnectionName": "example:europe-west1:records",
@@ -355,6 +356,14 @@ def check_chart_objects(docs: list[tuple[str, dict]], values: dict, everything: 
             "emptyDir" in volumes.get(data_mount.get("name"), {}), f"mounts {sorted(mounts)}")
     config_volume = volumes.get(config_mount.get("name"), {})
     cm_name = dig(config_volume, "configMap", "name")
+    keys_mount = mounts.get("/etc/sts-bridge-keys")
+    if everything:
+        R.equal("assertion keys mounted read-only", (keys_mount or {}).get("readOnly"), True)
+        R.equal("assertion keys Secret, owner-read only",
+                dig(volumes.get((keys_mount or {}).get("name"), {}), "secret"),
+                {"secretName": "sts-bridge-keys", "defaultMode": 0o400})
+    else:
+        R.check("no assertion keys without a Secret", keys_mount is None, repr(keys_mount))
 
     configmaps = {dig(o, "metadata", "name"): o for o in kinds.get("ConfigMap", [])}
     cm = configmaps.get(cm_name)
