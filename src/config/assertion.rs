@@ -121,6 +121,14 @@ impl Settings {
                         ));
                     }
                     a.validate(&format!("{key}.assertion"))?;
+                    // The assertion's `sub` is the caller's `sub`: two issuers could each
+                    // have a user with the same one, who would then be one Google principal.
+                    if self.issuers.len() > 1 {
+                        return Err(invalid(
+                            format!("{key}.mode"),
+                            "assertion mode needs exactly one trusted issuer: the same `sub` from two issuers would become one Google principal; run one sts-bridge per issuer, or use pass-through",
+                        ));
+                    }
                     if a.lifetime_secs > target.policy.max_lifetime_secs {
                         return Err(invalid(
                             format!("{key}.assertion.lifetime_secs"),

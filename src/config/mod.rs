@@ -504,8 +504,16 @@ mod tests {
     fn assertion_mode_rules_name_the_key_at_fault() {
         in_assertion_mode().validate().unwrap();
         type Breakage = fn(&mut Settings);
-        let cases: [(Breakage, &str); 10] = [
+        let cases: [(Breakage, &str); 11] = [
             (|s| s.assertion = None, "assertion"),
+            (
+                |s| {
+                    let mut second = s.issuers[0].clone();
+                    second.issuer = "https://other-tenant.auth0.com/".into();
+                    s.issuers.push(second);
+                },
+                "targets[0].mode",
+            ),
             (|s| s.targets[0].assertion = None, "targets[0].assertion"),
             (
                 |s| s.targets[0].mode = TargetMode::PassThrough,
