@@ -153,6 +153,60 @@ pub struct CacheSettings {
     /// A cached credential with less than this left is never handed out.
     #[serde(default = "default_min_remaining")]
     pub min_remaining_secs: u64,
+    /// Subject tokens already validated (`[cache.validated_tokens]`).
+    #[serde(default)]
+    pub validated_tokens: ValidatedTokenSettings,
+}
+
+/// The validated-token cache: a token presented again within its lifetime skips the
+/// signature check. Revocation, policy and key withdrawal still apply on every request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatedTokenSettings {
+    /// Keep validated tokens at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A token is kept until its `exp`, and never longer than this.
+    #[serde(default = "default_validated_token_max_secs")]
+    pub max_secs: u64,
+    /// Most tokens kept.
+    #[serde(default = "default_validated_token_max_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for ValidatedTokenSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_secs: default_validated_token_max_secs(),
+            max_entries: default_validated_token_max_entries(),
+        }
+    }
+}
+
+fn default_validated_token_max_secs() -> u64 {
+    3600
+}
+fn default_validated_token_max_entries() -> u64 {
+    100_000
+}
+
+impl ValidatedTokenSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.max_secs) {
+            return Err(invalid(
+                "cache.validated_tokens.max_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.max_entries) {
+            return Err(invalid(
+                "cache.validated_tokens.max_entries",
+                "must be between 1 and 10000000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Log output.
@@ -201,6 +255,10 @@ pub struct AuditSettings {
     /// Seconds between two reloads of the revocations table.
     #[serde(default = "default_revocation_poll")]
     pub revocation_poll_secs: u64,
+    /// Batches being written at once; more than one keeps records flowing while the
+    /// database is slower than arrivals (at most `pool_size`).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -253,6 +311,9 @@ fn default_commit_timeout() -> u64 {
 fn default_revocation_poll() -> u64 {
     10
 }
+fn default_max_in_flight() -> usize {
+    4
+}
 fn default_true() -> bool {
     true
 }
@@ -273,6 +334,7 @@ impl Default for AuditSettings {
             enqueue_timeout_ms: default_enqueue_timeout(),
             commit_timeout_ms: default_commit_timeout(),
             revocation_poll_secs: default_revocation_poll(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -296,7 +358,7 @@ impl AuditSettings {
                 ));
             }
         }
-        let checks: [(&str, bool, &str); 8] = [
+        let checks: [(&str, bool, &str); 9] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
@@ -337,6 +399,11 @@ impl AuditSettings {
                 "audit.revocation_poll_secs",
                 (1..=3600).contains(&self.revocation_poll_secs),
                 "between 1 and 3600",
+            ),
+            (
+                "audit.max_in_flight",
+                (1..=self.pool_size as usize).contains(&self.max_in_flight),
+                "between 1 and audit.pool_size",
             ),
         ];
         for (key, ok, rule) in checks {
@@ -407,6 +474,7 @@ impl Default for CacheSettings {
             max_entries: default_max_entries(),
             refresh_margin_secs: default_refresh_margin(),
             min_remaining_secs: default_min_remaining(),
+            validated_tokens: ValidatedTokenSettings::default(),
         }
     }
 }
@@ -727,7 +795,7 @@ impl CacheSettings {
                 "must be at least 1 and below cache.refresh_margin_secs",
             ));
         }
-        Ok(())
+        self.validated_tokens.validate()
     }
 }
 
@@ -828,6 +896,16 @@ mod tests {
         let mut s = valid();
         s.cache.refresh_margin_secs = 200;
         assert_eq!(problem_key(&s), "cache.refresh_margin_secs");
+    }
+
+    #[test]
+    fn validated_token_cache_and_writer_bounds_are_refused_by_key() {
+        let mut s = valid();
+        s.cache.validated_tokens.max_secs = 0;
+        assert_eq!(problem_key(&s), "cache.validated_tokens.max_secs");
+        let mut s = valid();
+        s.audit.max_in_flight = s.audit.pool_size as usize + 1;
+        assert_eq!(problem_key(&s), "audit.max_in_flight");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! raw subject token into typed claims.
 
 mod keyset;
+mod token_cache;
 mod validate;
 
 pub use keyset::{FetchError, KeySet, VerifyingKey};
+pub use token_cache::TokenCacheLimits;
 pub use validate::{Validator, MAX_TOKEN_BYTES};
 
 /// The caller, as proven by a validly signed token.

@@ -10,5 +10,6 @@ mod keys;
 mod metrics;
 mod proxy;
 mod records;
+mod token_cache;
 mod validation;
 mod wire;
