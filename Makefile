@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.requirements-stamp
 REQS   := tests/python/requirements.txt tests/deploy/requirements.txt tests/contract/requirements.txt
 BIN    := $(or $(CARGO_TARGET_DIR),target)/debug/sts-bridge
 
-.PHONY: run test deploy-check contract venv lint clean
+.PHONY: run test deploy-check contract venv lint clean bench
 
 ## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
 run:
@@ -38,6 +38,19 @@ deploy-check: venv
 contract: venv
 	cargo build --quiet --bin sts-bridge
 	bash tests/contract/run.sh $(BIN) $(PYTHON)
+
+## bench: release build, then A/B/C/D alternately with wrk, cold storm, RSS, audit writer,
+## constant-rate p99; writes bench/results.md. Postgres from TEST_DATABASE_URL (default: local).
+## Pass a soak with BENCH_ARGS="--soak 10".
+RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+bench:
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi; }
+	cargo build --release --bin sts-bridge
+	cargo bench --no-run --bench load
+	ulimit -n 65536 2>/dev/null || ulimit -n 4096; \
+	STS_BRIDGE_BIN=$(RELEASE_DIR)/sts-bridge cargo bench --bench load -- $(BENCH_ARGS)
 
 venv: $(STAMP)
 
