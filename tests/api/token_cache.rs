@@ -22,6 +22,13 @@ async fn exchange_ok(app: &TestApp, token: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Exchanges `token` twice, so the second exchange is the first cache hit.
+async fn exchange_until_cached(app: &TestApp, token: &str) {
+    exchange_ok(app, token).await;
+    exchange_ok(app, token).await;
+    assert_eq!(lookups(app).await.0, Some(1.0), "the token is cached");
+}
+
 #[tokio::test]
 async fn a_repeated_token_is_a_cache_hit_and_a_new_token_a_miss() {
     let app = spawn_app().await;
@@ -49,9 +56,7 @@ async fn a_cached_token_whose_key_is_withdrawn_is_refused_on_the_next_request() 
     let app = spawn_app_with(|s| s.issuers[0].jwks_refresh_secs = 1).await;
     let old_kid = app.issuer.current_kid();
     let token = app.token_for("auth0|alice");
-    exchange_ok(&app, &token).await;
-    exchange_ok(&app, &token).await;
-    assert_eq!(lookups(&app).await.0, Some(1.0), "the token is cached");
+    exchange_until_cached(&app, &token).await;
 
     app.issuer.add_key(true);
     app.issuer.withdraw(&old_kid);
@@ -70,8 +75,7 @@ async fn a_cached_token_whose_key_is_withdrawn_is_refused_on_the_next_request() 
 async fn a_revoked_subject_is_refused_although_its_token_is_cached() {
     let app = spawn_app().await;
     let token = app.token_for("auth0|alice");
-    exchange_ok(&app, &token).await;
-    exchange_ok(&app, &token).await;
+    exchange_until_cached(&app, &token).await;
 
     assert_eq!(revoke(&app, "auth0|alice").await.status(), 201);
     let text = assert_error(app.exchange(&token).await, 403, "access_denied").await;
@@ -91,9 +95,7 @@ async fn a_cached_token_is_refused_once_it_expires() {
         ttl_secs: Some(2),
         ..Default::default()
     });
-    exchange_ok(&app, &token).await;
-    exchange_ok(&app, &token).await;
-    assert_eq!(lookups(&app).await.0, Some(1.0), "the token is cached");
+    exchange_until_cached(&app, &token).await;
 
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let text = assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
