@@ -590,5 +590,5 @@ fn batch_histogram(exposition: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Keeps the type in use for the soak rows.
+/// One soak minute: its number, what wrk measured on D, and D's RSS in bytes.
 pub type SoakRow = (u64, WrkResult, u64);
