@@ -10,7 +10,7 @@ DEMO_STAMP := $(VENV)/.demo-stamp
 STAMP      := $(VENV)/.requirements-stamp
 BIN    := $(or $(CARGO_TARGET_DIR),target)/debug/sts-bridge
 
-.PHONY: run test deploy-check contract venv venv-demo lint clean
+.PHONY: run test deploy-check contract venv venv-demo lint clean bench
 
 ## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
 run:
@@ -45,6 +45,20 @@ contract: venv
 
 ## venv-demo: google-auth and requests only, for the demo `make run` prints
 venv-demo: $(DEMO_STAMP)
+
+## bench: release build, then A/B/C/D alternately with wrk, cold storm, RSS, audit writer,
+## constant-rate p99; writes bench/results.md. Postgres from TEST_DATABASE_URL (default: local).
+## Pass a soak with BENCH_ARGS="--soak 10".
+RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+bench:
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk (Debian package)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }
+	cargo build --release --bin sts-bridge
+	cargo bench --no-run --bench load
+	ulimit -n 65536 2>/dev/null || ulimit -n 4096; \
+	STS_BRIDGE_BIN=$(RELEASE_DIR)/sts-bridge cargo bench --bench load -- $(BENCH_ARGS)
 
 ## venv: the demo packages plus the test tooling
 venv: $(STAMP)

@@ -29,6 +29,7 @@ pub struct Metrics {
     cache_lookups: IntCounterVec,
     cache_refreshes: IntCounterVec,
     cache_entries: IntGauge,
+    validated_tokens: IntCounterVec,
     jwks_refreshes: IntCounterVec,
     jwks_keys: IntGaugeVec,
     audit_queue_depth: IntGauge,
@@ -132,6 +133,7 @@ impl Metrics {
             cache_lookups: counter(&r, "sts_bridge_cache_lookups_total", "Credential cache lookups: hit, miss (one upstream call) or coalesced (waited for another caller's call).", &["result"]),
             cache_refreshes: counter(&r, "sts_bridge_cache_refreshes_total", "Background refreshes of credentials inside the refresh margin, by result.", &["result"]),
             cache_entries: gauge(&r, "sts_bridge_cache_entries", "Credentials currently cached."),
+            validated_tokens: counter(&r, "sts_bridge_validated_token_cache_total", "Validated-token cache lookups: hit (signature check skipped) or miss (full validation).", &["result"]),
             jwks_refreshes: counter(&r, "sts_bridge_jwks_refreshes_total", "Key set fetches per issuer, by result.", &["issuer", "result"]),
             jwks_keys,
             audit_queue_depth: gauge(&r, "sts_bridge_audit_queue_depth", "Issuance records waiting for the writer."),
@@ -170,6 +172,12 @@ impl Metrics {
     /// A cache lookup: `hit`, `miss` or `coalesced`.
     pub fn cache_lookup(&self, result: &str) {
         self.cache_lookups.with_label_values(&[result]).inc();
+    }
+
+    /// A validated-token cache lookup.
+    pub fn validated_token_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.validated_tokens.with_label_values(&[result]).inc();
     }
 
     /// A background refresh: `ok` or `error`.

@@ -5,7 +5,7 @@ use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::Broker;
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::StsClient;
-use crate::identity::{KeySet, Validator};
+use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState, Served};
 use crate::telemetry;
@@ -236,7 +236,12 @@ impl Application {
         }
         let audit = Arc::new(open_audit(&settings.audit, metrics.clone()).await?);
         let sts = StsClient::new(http, settings.google.sts_url.clone(), metrics.clone());
-        let validator = Validator::new(key_sets);
+        let validated = &settings.cache.validated_tokens;
+        let token_cache = validated.enabled.then(|| TokenCacheLimits {
+            max_entries: validated.max_entries,
+            max_age: Duration::from_secs(validated.max_secs),
+        });
+        let validator = Validator::new(key_sets, token_cache, metrics.clone());
         let broker = Arc::new(Broker::new(
             &settings,
             validator,
@@ -347,6 +352,7 @@ async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<A
         metrics,
         settings.queue_capacity,
         settings.max_batch,
+        settings.max_in_flight,
         Duration::from_millis(settings.enqueue_timeout_ms),
         Duration::from_millis(settings.commit_timeout_ms),
     );

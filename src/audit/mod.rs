@@ -1,6 +1,7 @@
 //! Issuance records: every credential handed out and every refusal of a validly signed
 //! token, written durably through a group-commit writer; revocations; retention.
 
+mod nodelay;
 mod revocations;
 mod store;
 mod writer;

@@ -187,9 +187,22 @@ impl Store {
                 let options = PgConnectOptions::from_str(url).map_err(|_| {
                     AuditError::Store("DATABASE_URL is not a valid postgres:// URL".into())
                 })?;
+                let tcp_peer = options
+                    .get_socket()
+                    .is_none()
+                    .then(|| (options.get_host().to_owned(), options.get_port()));
                 let pool = PgPoolOptions::new()
                     .max_connections(pool_size)
                     .acquire_timeout(Duration::from_secs(3))
+                    .after_connect(move |_conn, _meta| {
+                        let tcp_peer = tcp_peer.clone();
+                        Box::pin(async move {
+                            if let Some((host, port)) = tcp_peer {
+                                super::nodelay::disable_towards(&host, port).await;
+                            }
+                            Ok(())
+                        })
+                    })
                     .connect_lazy_with(options);
                 Ok(Store::Postgres(pool))
             }

@@ -1,12 +1,14 @@
-//! Group commit: requests enqueue their record on a bounded queue and wait; one task writes
-//! everything queued in one statement and wakes them all with the result.
+//! Group commit: requests enqueue their record on a bounded queue and wait; one task takes
+//! everything queued as one batch, writes it in one statement and wakes its waiters with the
+//! result. Up to `max_in_flight` batches are written at once, so a slow commit does not hold
+//! up the records that arrive meanwhile; each waiter still hears only of its own commit.
 
 use super::{AuditError, IssuanceRecord, Store};
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 struct Pending {
     record: IssuanceRecord,
@@ -57,12 +59,17 @@ impl AuditWriter {
         metrics: Arc<Metrics>,
         capacity: usize,
         max_batch: usize,
+        max_in_flight: usize,
         enqueue_timeout: Duration,
         commit_timeout: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(store, rx, max_batch, stats.clone(), metrics));
+        let limits = BatchLimits {
+            max_batch,
+            max_in_flight,
+        };
+        tokio::spawn(run(store, rx, limits, stats.clone(), metrics));
         Self {
             tx,
             stats,
@@ -99,21 +106,39 @@ impl AuditWriter {
     }
 }
 
+struct BatchLimits {
+    max_batch: usize,
+    max_in_flight: usize,
+}
+
 async fn run(
     store: Store,
     mut rx: mpsc::Receiver<Pending>,
-    max_batch: usize,
+    limits: BatchLimits,
     stats: Arc<WriterStats>,
     metrics: Arc<Metrics>,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let mut batch = Vec::with_capacity(limits.max_batch);
+    loop {
+        // Wait for a free slot first: while every slot is busy, arrivals gather in the queue
+        // and leave as one larger batch.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut batch, limits.max_batch).await == 0 {
+            return;
+        }
         let (records, waiting): (Vec<IssuanceRecord>, Vec<_>) =
             batch.drain(..).map(|p| (p.record, p.done)).unzip();
-        let results = write(&store, &records, &stats, &metrics).await;
-        for (result, done) in results.into_iter().zip(waiting) {
-            let _ = done.send(result);
-        }
+        let (store, stats, metrics) = (store.clone(), stats.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let results = write(&store, &records, &stats, &metrics).await;
+            drop(slot);
+            for (result, done) in results.into_iter().zip(waiting) {
+                let _ = done.send(result);
+            }
+        });
     }
 }
 

@@ -38,6 +38,10 @@ pub struct AuditSettings {
     /// Seconds between two reloads of the revocations table.
     #[serde(default = "default_revocation_poll")]
     pub revocation_poll_secs: u64,
+    /// Batches being written at once; more than one keeps records flowing while the
+    /// database is slower than arrivals (at most `pool_size`).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -75,6 +79,9 @@ fn default_enqueue_timeout() -> u64 {
 fn default_commit_timeout() -> u64 {
     5_000
 }
+fn default_max_in_flight() -> usize {
+    4
+}
 fn default_revocation_poll() -> u64 {
     10
 }
@@ -91,6 +98,7 @@ impl Default for AuditSettings {
             enqueue_timeout_ms: default_enqueue_timeout(),
             commit_timeout_ms: default_commit_timeout(),
             revocation_poll_secs: default_revocation_poll(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -105,7 +113,7 @@ impl AuditSettings {
                 ));
             }
         }
-        let checks: [(&str, bool, &str); 8] = [
+        let checks: [(&str, bool, &str); 9] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
@@ -146,6 +154,11 @@ impl AuditSettings {
                 "audit.revocation_poll_secs",
                 (1..=3600).contains(&self.revocation_poll_secs),
                 "between 1 and 3600",
+            ),
+            (
+                "audit.max_in_flight",
+                (1..=self.pool_size as usize).contains(&self.max_in_flight),
+                "between 1 and audit.pool_size",
             ),
         ];
         for (key, ok, rule) in checks {

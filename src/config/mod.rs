@@ -22,7 +22,7 @@ pub use assertion::{
     TargetMode, MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::AuditSettings;
-pub use cache::{CacheSettings, MIN_REFRESH_MARGIN_SECS};
+pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS};
@@ -562,6 +562,16 @@ mod tests {
             break_it(&mut s);
             assert_eq!(problem_key(&s), key, "case {i}");
         }
+    }
+
+    #[test]
+    fn validated_token_cache_and_writer_bounds_are_refused_by_key() {
+        let mut s = valid();
+        s.cache.validated_tokens.max_secs = 0;
+        assert_eq!(problem_key(&s), "cache.validated_tokens.max_secs");
+        let mut s = valid();
+        s.audit.max_in_flight = s.audit.pool_size as usize + 1;
+        assert_eq!(problem_key(&s), "audit.max_in_flight");
     }
 
     #[test]

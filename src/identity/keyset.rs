@@ -1,9 +1,14 @@
 //! One issuer's signing keys: found through OIDC discovery, refetched on an unknown `kid`
 //! at most once per interval, and kept when a fetch fails.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
-use jsonwebtoken::{AlgorithmFamily, DecodingKey};
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey, VerificationAlgorithm};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use openidconnect::core::CoreProviderMetadata;
+use rsa::pkcs1::EncodeRsaPublicKey;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -11,13 +16,91 @@ use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
 
-/// A public key from the issuer's JWKS, ready for verification.
+/// A public key from the issuer's JWKS, parsed once per algorithm it can verify, so a
+/// request pays for the signature check only.
 #[derive(Clone)]
 pub struct VerifyingKey {
-    /// The key.
-    pub key: Arc<DecodingKey>,
     /// Family of algorithms it can verify (RSA, EC, ...).
     pub family: AlgorithmFamily,
+    /// SHA-256 of the key material: tells a re-published `kid` with another key apart.
+    pub material: [u8; 32],
+    parsed: Arc<[(Algorithm, ParsedPublicKey)]>,
+}
+
+impl VerifyingKey {
+    /// Whether `signature` (raw bytes) over `message` verifies with this key under `alg`;
+    /// false also when the key cannot verify `alg` at all.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+
+    fn from_jwk(jwk: &Jwk) -> Result<Option<Self>, String> {
+        let (family, bytes, algorithms): (_, Vec<u8>, &AlgorithmTable) = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => (
+                AlgorithmFamily::Rsa,
+                rsa_public_der(&rsa.n, &rsa.e)?,
+                RSA_ALGORITHMS,
+            ),
+            AlgorithmParameters::EllipticCurve(ec) => {
+                let algorithms = match ec.curve {
+                    EllipticCurve::P256 => P256_ALGORITHMS,
+                    EllipticCurve::P384 => P384_ALGORITHMS,
+                    _ => return Err("unsupported curve".into()),
+                };
+                // SEC 1 uncompressed point: 0x04 || x || y.
+                let mut point = vec![4u8];
+                point.extend(b64(&ec.x)?);
+                point.extend(b64(&ec.y)?);
+                (AlgorithmFamily::Ec, point, algorithms)
+            }
+            _ => return Ok(None),
+        };
+        let parsed = algorithms
+            .iter()
+            .map(|(alg, lc_alg)| {
+                ParsedPublicKey::new(*lc_alg, &bytes)
+                    .map(|key| (*alg, key))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Self {
+            family,
+            material: Sha256::digest(&bytes).into(),
+            parsed: parsed.into(),
+        }))
+    }
+}
+
+type AlgorithmTable = [(Algorithm, &'static dyn VerificationAlgorithm)];
+
+const RSA_ALGORITHMS: &AlgorithmTable = &[
+    (Algorithm::RS256, &lc::RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &lc::RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &lc::RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &lc::RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &lc::RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &lc::RSA_PSS_2048_8192_SHA512),
+];
+
+const P256_ALGORITHMS: &AlgorithmTable = &[(Algorithm::ES256, &lc::ECDSA_P256_SHA256_FIXED)];
+const P384_ALGORITHMS: &AlgorithmTable = &[(Algorithm::ES384, &lc::ECDSA_P384_SHA384_FIXED)];
+
+fn b64(value: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| "key parameter is not base64url".to_string())
+}
+
+/// PKCS#1 `RSAPublicKey` DER from the JWK's modulus and exponent.
+fn rsa_public_der(n: &str, e: &str) -> Result<Vec<u8>, String> {
+    let n = rsa::BigUint::from_bytes_be(&b64(n)?);
+    let e = rsa::BigUint::from_bytes_be(&b64(e)?);
+    let key = rsa::RsaPublicKey::new(n, e).map_err(|e| e.to_string())?;
+    let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
+    Ok(der.as_bytes().to_vec())
 }
 
 /// Why keys could not be fetched.
@@ -103,6 +186,16 @@ impl KeySet {
     /// Number of usable keys.
     pub fn key_count(&self) -> usize {
         self.loaded.read().expect("key set lock").keys.len()
+    }
+
+    /// Whether the last loaded set still publishes `kid` with the key `material` (no fetch).
+    pub fn publishes(&self, kid: &str, material: &[u8; 32]) -> bool {
+        self.loaded
+            .read()
+            .expect("key set lock")
+            .keys
+            .get(kid)
+            .is_some_and(|k| &k.material == material)
     }
 
     fn lookup(&self, kid: &str) -> Option<VerifyingKey> {
@@ -236,21 +329,11 @@ fn usable_keys(set: &JwkSet) -> HashMap<String, VerifyingKey> {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
             continue;
         }
-        let family = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-            AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-            _ => continue,
-        };
-        match DecodingKey::from_jwk(jwk) {
-            Ok(key) => {
-                keys.insert(
-                    kid,
-                    VerifyingKey {
-                        key: Arc::new(key),
-                        family,
-                    },
-                );
+        match VerifyingKey::from_jwk(jwk) {
+            Ok(Some(key)) => {
+                keys.insert(kid, key);
             }
+            Ok(None) => {}
             Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping unusable key"),
         }
     }

@@ -2,9 +2,11 @@
 //! raw subject token into typed claims.
 
 mod keyset;
+mod token_cache;
 mod validate;
 
 pub use keyset::{FetchError, KeySet, VerifyingKey};
+pub use token_cache::TokenCacheLimits;
 
 use crate::config::IssuerSettings;
 use std::sync::Arc;

@@ -1,12 +1,13 @@
 //! JWT validation (RFC 8725): one function from raw token + key sets + expectations to an
 //! [`Identity`] or an [`IdentityError`] whose message says what to fix.
 
-use super::{Identity, IdentityError, KeySet};
+use super::token_cache::{TokenCache, TokenCacheLimits, TokenDigest, Verified};
+use super::{Identity, IdentityError, KeySet, VerifyingKey};
 use crate::config::IssuerSettings;
+use crate::metrics::Metrics;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::str::FromStr;
@@ -27,11 +28,8 @@ struct TrustedIssuer {
 /// Validates subject tokens against the configured issuers.
 pub struct Validator {
     issuers: Vec<TrustedIssuer>,
-}
-
-#[derive(Deserialize)]
-struct Peek {
-    iss: Option<Value>,
+    cache: Option<TokenCache>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -58,8 +56,12 @@ struct VerifiedClaims {
 }
 
 impl Validator {
-    /// A validator for `issuers`, each with its key set.
-    pub fn new(issuers: Vec<(IssuerSettings, Arc<KeySet>)>) -> Self {
+    /// A validator for `issuers`, each with its key set; `cache` keeps validated tokens.
+    pub fn new(
+        issuers: Vec<(IssuerSettings, Arc<KeySet>)>,
+        cache: Option<TokenCacheLimits>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let issuers = issuers
             .into_iter()
             .map(|(settings, keys)| {
@@ -75,7 +77,11 @@ impl Validator {
                 }
             })
             .collect();
-        Self { issuers }
+        Self {
+            issuers,
+            cache: cache.map(TokenCache::new),
+            metrics,
+        }
     }
 
     /// The key sets, for readiness and start-up loading.
@@ -85,16 +91,48 @@ impl Validator {
             .map(|i| (i.settings.issuer.as_str(), &i.keys))
     }
 
-    /// Validates `raw` and returns who it names.
+    /// Validates `raw` and returns who it names. A token validated before is taken from
+    /// the cache while its `exp` (with leeway) has not passed and its key is still published.
     pub async fn validate(&self, raw: &str) -> Result<Identity, IdentityError> {
         let token = raw.trim_ascii();
         check_shape(token)?;
-        let header_json = decode_segment(token.split('.').next().unwrap_or_default(), "header")?;
+        let Some(cache) = &self.cache else {
+            return self.verify(token).await.map(|v| v.identity);
+        };
+        let digest = TokenDigest::of(token);
+        if let Some(hit) = cache.get(&digest).await {
+            let issuer = &self.issuers[hit.issuer];
+            if hit.in_force(issuer.settings.leeway_secs)
+                && issuer.keys.publishes(&hit.kid, &hit.key_material)
+            {
+                self.metrics.validated_token_lookup(true);
+                return Ok(hit.identity.clone());
+            }
+            cache.invalidate(&digest).await;
+        }
+        self.metrics.validated_token_lookup(false);
+        let verified = Arc::new(self.verify(token).await?);
+        cache.insert(digest, verified.clone()).await;
+        Ok(verified.identity.clone())
+    }
+
+    /// Full validation: signature, times, claims. Each segment is decoded once.
+    async fn verify(&self, token: &str) -> Result<Verified, IdentityError> {
+        let mut parts = token.split('.');
+        let (header_b64, payload_b64, signature_b64) =
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(h), Some(p), Some(s)) => (h, p, s),
+                _ => {
+                    return Err(IdentityError::Malformed(
+                        "not a JWT (expected three dot-separated parts)".into(),
+                    ))
+                }
+            };
+        let header_json = decode_segment(header_b64, "header")?;
         let alg_name = header_json
             .get("alg")
             .and_then(Value::as_str)
-            .ok_or_else(|| IdentityError::Malformed("header has no `alg`".into()))?
-            .to_owned();
+            .ok_or_else(|| IdentityError::Malformed("header has no `alg`".into()))?;
         if header_json.get("crit").is_some() {
             return Err(IdentityError::Rejected(
                 "header",
@@ -102,18 +140,20 @@ impl Validator {
             ));
         }
         check_typ(&header_json)?;
-        let issuer = self.issuer_of(token)?;
+        let mut payload = decode_segment(payload_b64, "payload")?;
+        let (index, issuer) = self.issuer_of(&payload)?;
+        let named = Algorithm::from_str(alg_name).ok();
         let alg = issuer
             .algorithms
             .iter()
             .copied()
-            .find(|a| format!("{a:?}") == alg_name)
+            .find(|a| Some(*a) == named)
             .ok_or_else(|| {
                 IdentityError::Rejected(
                     "algorithm",
                     format!(
                         "signing algorithm {} is not accepted; accepted: {}",
-                        printable(&alg_name),
+                        printable(alg_name),
                         issuer.settings.algorithms.join(", ")
                     ),
                 )
@@ -124,49 +164,59 @@ impl Validator {
             .ok_or_else(|| {
                 IdentityError::Rejected("key", "token header has no key id (`kid`)".into())
             })?;
-        let key = match issuer.keys.key(kid).await {
-            Some(key) => key,
-            None if !issuer.keys.is_loaded() => {
-                return Err(IdentityError::KeysUnavailable(
-                    issuer.settings.issuer.clone(),
-                ))
-            }
-            None => {
-                return Err(IdentityError::Rejected(
-                    "key",
-                    format!(
-                        "token is signed with key id {}, which issuer {} does not publish",
-                        printable(kid),
-                        issuer.settings.issuer
-                    ),
-                ))
-            }
-        };
+        let key = self.key(issuer, kid).await?;
         if key.family != alg.family() {
             return Err(IdentityError::Rejected(
                 "algorithm",
                 format!("key {} cannot verify {alg_name} signatures", printable(kid)),
             ));
         }
-        let mut validation = Validation::new(alg);
-        validation.leeway = issuer.settings.leeway_secs;
-        validation.validate_nbf = true;
-        validation.validate_aud = false; // checked below, with a message naming both values
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(describe_decode_error)?;
-        let digest = claims_digest(&data.claims, issuer.settings.cache_key_claims.as_deref());
-        let claims: VerifiedClaims = serde_json::from_value(Value::Object(data.claims))
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| IdentityError::Malformed("signature is not base64url".into()))?;
+        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+        if !key.verify(alg, signed.as_bytes(), &signature) {
+            return Err(IdentityError::Rejected(
+                "signature",
+                "token signature does not verify".into(),
+            ));
+        }
+        check_times(&mut payload, issuer.settings.leeway_secs)?;
+        let digest = claims_digest(&payload, issuer.settings.cache_key_claims.as_deref());
+        let claims: VerifiedClaims = serde_json::from_value(Value::Object(payload))
             .map_err(|_| IdentityError::Malformed("claims have the wrong shape".into()))?;
         let mut identity = check_claims(&issuer.settings, claims)?;
         identity.claims_digest = digest;
-        Ok(identity)
+        Ok(Verified {
+            identity,
+            issuer: index,
+            kid: kid.to_owned(),
+            key_material: key.material,
+        })
     }
 
-    fn issuer_of(&self, token: &str) -> Result<&TrustedIssuer, IdentityError> {
-        let peek: Peek = jsonwebtoken::dangerous::insecure_decode_claims(token)
-            .map_err(|_| IdentityError::Malformed("payload is not a JSON object".into()))?;
-        let iss = match peek.iss {
+    async fn key(&self, issuer: &TrustedIssuer, kid: &str) -> Result<VerifyingKey, IdentityError> {
+        match issuer.keys.key(kid).await {
+            Some(key) => Ok(key),
+            None if !issuer.keys.is_loaded() => Err(IdentityError::KeysUnavailable(
+                issuer.settings.issuer.clone(),
+            )),
+            None => Err(IdentityError::Rejected(
+                "key",
+                format!(
+                    "token is signed with key id {}, which issuer {} does not publish",
+                    printable(kid),
+                    issuer.settings.issuer
+                ),
+            )),
+        }
+    }
+
+    fn issuer_of(
+        &self,
+        payload: &Map<String, Value>,
+    ) -> Result<(usize, &TrustedIssuer), IdentityError> {
+        let iss = match payload.get("iss") {
             Some(Value::String(s)) => s,
             Some(_) => return Err(IdentityError::Malformed("`iss` is not a string".into())),
             None => {
@@ -178,7 +228,8 @@ impl Validator {
         };
         self.issuers
             .iter()
-            .find(|i| i.settings.issuer == iss)
+            .enumerate()
+            .find(|(_, i)| &i.settings.issuer == iss)
             .ok_or_else(|| {
                 let expected: Vec<&str> = self
                     .issuers
@@ -189,12 +240,47 @@ impl Validator {
                     "issuer",
                     format!(
                         "token issuer {} is not trusted; expected {}",
-                        printable(&iss),
+                        printable(iss),
                         expected.join(" or ")
                     ),
                 )
             })
     }
+}
+
+/// `exp` (required) and `nbf` (optional), with `leeway` seconds either way (RFC 7519 §4.1.4-5).
+fn check_times(payload: &mut Map<String, Value>, leeway: u64) -> Result<(), IdentityError> {
+    for claim in ["exp", "iss", "sub"] {
+        if !payload.contains_key(claim) {
+            return Err(IdentityError::Rejected(
+                "claims",
+                format!("token has no `{claim}` claim"),
+            ));
+        }
+    }
+    let number = |claim: &str| -> Result<Option<f64>, IdentityError> {
+        match payload.get(claim) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                IdentityError::Malformed(format!("claim `{claim}` has the wrong type"))
+            }),
+        }
+    };
+    let now = jsonwebtoken::get_current_timestamp() as f64;
+    let leeway = leeway as f64;
+    if number("exp")?.is_some_and(|exp| exp < now - leeway) {
+        return Err(IdentityError::Rejected(
+            "expired",
+            "subject token has expired; get a new one from the issuer".into(),
+        ));
+    }
+    if number("nbf")?.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(IdentityError::Rejected(
+            "not_yet_valid",
+            "subject token is not valid yet (`nbf` is in the future)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_shape(token: &str) -> Result<(), IdentityError> {
@@ -243,32 +329,6 @@ fn check_typ(header: &Map<String, Value>) -> Result<(), IdentityError> {
             ),
         )),
     }
-}
-
-fn describe_decode_error(e: jsonwebtoken::errors::Error) -> IdentityError {
-    let (reason, text) = match e.kind() {
-        ErrorKind::ExpiredSignature => (
-            "expired",
-            "subject token has expired; get a new one from the issuer",
-        ),
-        ErrorKind::ImmatureSignature => (
-            "not_yet_valid",
-            "subject token is not valid yet (`nbf` is in the future)",
-        ),
-        ErrorKind::InvalidSignature => ("signature", "token signature does not verify"),
-        ErrorKind::InvalidAlgorithm => ("algorithm", "token algorithm does not match its key"),
-        ErrorKind::MissingRequiredClaim(claim) => {
-            return IdentityError::Rejected("claims", format!("token has no `{claim}` claim"));
-        }
-        ErrorKind::InvalidClaimFormat(claim) => {
-            return IdentityError::Malformed(format!("claim `{claim}` has the wrong type"));
-        }
-        ErrorKind::Json(_) => {
-            return IdentityError::Malformed("claims have the wrong shape".into());
-        }
-        _ => return IdentityError::Malformed("token could not be decoded".into()),
-    };
-    IdentityError::Rejected(reason, text.into())
 }
 
 fn check_claims(

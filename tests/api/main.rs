@@ -16,5 +16,6 @@ mod proxy;
 mod records;
 mod reload;
 mod revocation;
+mod token_cache;
 mod validation;
 mod wire;

@@ -283,7 +283,7 @@ async fn no_column_of_any_table_contains_a_token(backend: Backend) {
     assert!(cells > 20, "only {cells} text cells were searched");
 }
 
-async fn revoke(app: &TestApp, subject: &str) -> reqwest::Response {
+pub async fn revoke(app: &TestApp, subject: &str) -> reqwest::Response {
     app.http
         .post(format!("{}/admin/v1/revocations", app.address))
         .bearer_auth(admin_token(app))
