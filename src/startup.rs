@@ -270,6 +270,8 @@ impl Application {
             admin: settings.admin.clone(),
             issuers: settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
             assertion: minter,
+            body_timeout: settings.http.body_timeout(),
+            verbose_errors: settings.http.verbose_errors,
         });
         let (public, extra) = listeners(&settings);
         let server = serve(listener, public, state.clone())?;

@@ -8,6 +8,7 @@ mod audit;
 mod cache;
 mod clients;
 mod google;
+mod http;
 mod issuers;
 mod load_error;
 mod log;
@@ -25,6 +26,7 @@ pub use audit::AuditSettings;
 pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
 pub use google::GoogleSettings;
+pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
@@ -78,6 +80,9 @@ pub struct Settings {
     /// The bridge's own issuer, for targets in assertion mode.
     #[serde(default)]
     pub assertion: Option<AssertionSettings>,
+    /// Inbound HTTP strictness.
+    #[serde(default)]
+    pub http: HttpSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -99,6 +104,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             metrics: MetricsSettings::default(),
             assertion: None,
+            http: HttpSettings::default(),
         }
     }
 }
@@ -218,6 +224,7 @@ impl Settings {
         self.validate_assertion()?;
         self.google.validate()?;
         self.cache.validate()?;
+        self.http.validate()?;
         self.audit.validate()?;
         let trusted: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
         self.admin.validate(&trusted)?;

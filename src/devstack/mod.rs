@@ -114,6 +114,8 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
         ..Settings::default()
     };
     settings.google.sts_url = google.token_url();
+    // Setting up is easier when refusals name what would have been accepted.
+    settings.http.verbose_errors = true;
     settings
 }
 

@@ -1,5 +1,6 @@
 //! Admin API: issuance listing and revocations, for holders of the admin permission.
 
+use super::body::{self, BodyRules};
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation, ANY_ISSUER};
@@ -18,6 +19,8 @@ use time::OffsetDateTime;
 const REALM: &str = "sts-bridge-admin";
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
+/// Largest revocation body accepted.
+const MAX_REVOCATION_BYTES: usize = 4 * 1024;
 
 /// The administrator making the call, once the token and permission are checked.
 async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Identity, ApiError> {
@@ -408,10 +411,22 @@ fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 /// `POST /admin/v1/revocations`: refuse a subject until a time and purge its credentials.
 pub async fn revoke(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = authorize(&req, &state).await?;
+    // Only now is the body read: an unauthenticated caller learns nothing of the limits.
+    if body::media_type(&req, "") != "application/json" {
+        return Err(ApiError::invalid_request_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the revocation as application/json",
+        ));
+    }
+    let rules = BodyRules {
+        max_bytes: MAX_REVOCATION_BYTES,
+        timeout: state.body_timeout,
+    };
+    let body = body::read(&req, payload, &rules).await?;
     let body: RevokeBody = serde_json::from_slice(&body).map_err(|_| {
         ApiError::invalid_request(
             r#"send JSON {"issuer": "...", "subject": "...", "until": "RFC 3339 time", "reason": "..."}"#,

@@ -16,6 +16,7 @@ pub struct ApiError {
     description: String,
     retry_after: Option<u64>,
     challenge: Option<String>,
+    close: bool,
 }
 
 #[derive(Serialize)]
@@ -32,7 +33,15 @@ impl ApiError {
             description: description.into(),
             retry_after: None,
             challenge: None,
+            close: false,
         }
+    }
+
+    /// The same error, answered with `Connection: close` (the rest of the request was
+    /// never read, so the connection cannot carry another).
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// An error with a status and code of the caller's choosing.
@@ -142,6 +151,9 @@ impl ResponseError for ApiError {
         response
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"));
+        if self.close {
+            response.force_close();
+        }
         if let Some(secs) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

@@ -1,6 +1,7 @@
 //! HTTP handlers: parse, call the broker, map errors. Nothing else.
 
 mod admin;
+mod body;
 mod error;
 mod health;
 mod token;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub issuers: Vec<String>,
     /// The bridge's own issuer, when assertion mode is configured.
     pub assertion: Option<Arc<Minter>>,
+    /// Time a caller has to send a whole request body.
+    pub body_timeout: std::time::Duration,
+    /// Whether error descriptions may name other targets, billing projects and scopes.
+    pub verbose_errors: bool,
 }
 
 /// Which groups of routes one listener serves; every listener answers the health checks.

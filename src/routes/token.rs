@@ -1,5 +1,6 @@
 //! `POST /v1/token`: Google STS's wire format (RFC 8693 token exchange).
 
+use super::body::{self, BodyRules};
 use super::error::ApiError;
 use super::AppState;
 use crate::broker::{ExchangeRequest, Issued, RequestContext};
@@ -152,7 +153,11 @@ async fn exchange(
     state: &AppState,
     target: &mut Option<Arc<str>>,
 ) -> Result<Issued, ApiError> {
-    let body = read_body(payload).await?;
+    let rules = BodyRules {
+        max_bytes: MAX_BODY_BYTES,
+        timeout: state.body_timeout,
+    };
+    let body = body::read(req, payload, &rules).await?;
     let fields = parse_fields(req, &body)?;
     let client_id = authenticate_client(req, &state.clients)?;
     if let Some(id) = &client_id {
@@ -205,32 +210,8 @@ fn log_issued(issued: &Issued, started: Instant) {
     );
 }
 
-async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    payload
-        .to_bytes_limited(MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::invalid_request_status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })?
-        .map_err(|_| ApiError::invalid_request("the request body could not be read"))
-}
-
 fn parse_fields(req: &HttpRequest, body: &[u8]) -> Result<Fields, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-www-form-urlencoded");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    match body::media_type(req, "application/x-www-form-urlencoded").as_str() {
         "application/x-www-form-urlencoded" => parse_form(body),
         "application/json" => parse_json(body),
         _ => Err(ApiError::invalid_request_status(

@@ -6,6 +6,7 @@ mod admin;
 mod assertion;
 mod cache;
 mod db;
+mod edges;
 mod exchange;
 mod google_auth;
 mod helpers;

@@ -1,0 +1,128 @@
+//! Strict at the edges: bodies bounded in size and time, encodings and media types checked
+//! before parsing.
+
+use crate::helpers::*;
+use crate::records::admin_token;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `head` (request line and headers, without the blank line) and `body` on a fresh
+/// connection, then returns everything the server writes until it closes the connection
+/// (or `wait` passes).
+async fn raw(app: &TestApp, head: &str, body: &[u8], wait: Duration) -> (String, bool) {
+    let addr = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{head}\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(wait, stream.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn a_body_that_never_completes_is_answered_408_and_its_connection_closed() {
+    let app = spawn_app_with(|s| s.http.body_timeout_ms = 300).await;
+    let started = Instant::now();
+    let (answer, closed) = raw(
+        &app,
+        "POST /v1/token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100",
+        b"grant_type=",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
+    assert!(closed, "the connection stays open: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_announced_body_over_the_limit_is_refused_413_before_it_is_sent() {
+    let app = spawn_app().await;
+    for expect in ["", "\r\nExpect: 100-continue"] {
+        // Nothing of the body is sent: the answer must come from the headers alone.
+        let (answer, closed) = raw(
+            &app,
+            &format!("POST /v1/token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000000{expect}"),
+            b"",
+            Duration::from_secs(5),
+        )
+        .await;
+        let status = answer
+            .split("\r\n")
+            .find(|l| l.starts_with("HTTP/1.1 ") && !l.starts_with("HTTP/1.1 100"))
+            .unwrap_or_default();
+        assert!(status.starts_with("HTTP/1.1 413"), "{expect:?}: {answer}");
+        assert!(answer.contains("larger than"), "{answer}");
+        assert!(closed, "{expect:?}: the connection stays open");
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_body_is_refused_with_415() {
+    let app = spawn_app().await;
+    for encoding in ["gzip", "br", "identity, gzip"] {
+        let response = app
+            .http
+            .post(format!("{}/v1/token", app.address))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Content-Encoding", encoding)
+            .body("grant_type=x")
+            .send()
+            .await
+            .unwrap();
+        let text = assert_error(response, 415, "invalid_request").await;
+        assert!(text.contains("Content-Encoding"), "{text}");
+    }
+    // Identity is no encoding at all.
+    let response = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Content-Encoding", "identity")
+        .body("grant_type=x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "unsupported_grant_type").await;
+}
+
+#[tokio::test]
+async fn a_revocation_must_be_json_and_small_and_its_limits_show_only_after_authentication() {
+    let app = spawn_app().await;
+    let url = format!("{}/admin/v1/revocations", app.address);
+    let big = vec![b'x'; 100_000];
+    // Unauthenticated: the answer is about the token, whatever the body.
+    let response = app.http.post(&url).body(big.clone()).send().await.unwrap();
+    assert_error(response, 401, "invalid_token").await;
+
+    let token = admin_token(&app);
+    let form = app
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .form(&[("subject", "auth0|x")])
+        .send()
+        .await
+        .unwrap();
+    let text = assert_error(form, 415, "invalid_request").await;
+    assert!(text.contains("application/json"), "{text}");
+
+    let large = app
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.headers()["cache-control"], "no-store");
+    assert_error(large, 413, "invalid_request").await;
+}
