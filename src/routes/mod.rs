@@ -4,6 +4,7 @@ mod admin;
 mod body;
 mod error;
 mod health;
+mod strict_json;
 mod token;
 mod well_known;
 

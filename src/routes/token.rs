@@ -2,6 +2,7 @@
 
 use super::body::{self, BodyRules};
 use super::error::ApiError;
+use super::strict_json::{self, StrictJsonError};
 use super::AppState;
 use crate::broker::{ExchangeRequest, Issued, RequestContext};
 use crate::config::ClientSettings;
@@ -230,8 +231,7 @@ fn parse_form(body: &[u8]) -> Result<Fields, ApiError> {
 }
 
 fn parse_json(body: &[u8]) -> Result<Fields, ApiError> {
-    let object: serde_json::Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| ApiError::invalid_request("the body is not a JSON object"))?;
+    let object = strict_json::object(body).map_err(|e| json_refusal(e, "the body"))?;
     let mut fields = Fields::default();
     for (name, value) in object {
         let text = match value {
@@ -251,6 +251,21 @@ fn parse_json(body: &[u8]) -> Result<Fields, ApiError> {
         fields.set(&name, text)?;
     }
     Ok(fields)
+}
+
+/// A JSON body or `options` that is not an object with unique keys.
+fn json_refusal(e: StrictJsonError, what: &str) -> ApiError {
+    match e {
+        StrictJsonError::Repeated(key) => {
+            ApiError::invalid_request(format!("{what} gives the key {key} more than once"))
+        }
+        StrictJsonError::NotAnObject if what == "options" => ApiError::invalid_request(
+            r#"options must be a JSON object such as {"userProject":"123"}"#,
+        ),
+        StrictJsonError::NotAnObject => {
+            ApiError::invalid_request(format!("{what} is not a JSON object"))
+        }
+    }
 }
 
 fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
@@ -378,9 +393,7 @@ fn decode_options(raw: &str) -> Result<Option<String>, ApiError> {
             .trim()
             .to_owned();
     }
-    let object: serde_json::Map<String, Value> = serde_json::from_str(&text).map_err(|_| {
-        ApiError::invalid_request(r#"options must be a JSON object such as {"userProject":"123"}"#)
-    })?;
+    let object = strict_json::object(text.as_bytes()).map_err(|e| json_refusal(e, "options"))?;
     match object.get("userProject") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(p)) if !p.is_empty() && p.len() <= 64 => Ok(Some(p.clone())),

@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use crate::records::admin_token;
 use std::time::{Duration, Instant};
+use sts_bridge::devstack::{DEV_TARGET, DEV_USER_PROJECT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -125,4 +126,54 @@ async fn a_revocation_must_be_json_and_small_and_its_limits_show_only_after_auth
         .unwrap();
     assert_eq!(large.headers()["cache-control"], "no-store");
     assert_error(large, 413, "invalid_request").await;
+}
+
+/// Posts `body` verbatim as JSON to /v1/token.
+async fn post_raw_json(app: &TestApp, body: String) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/token", app.address))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_json_key_given_twice_is_refused_inside_options_too() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    let head =
+        format!(r#""grant_type":"{GRANT}","subject_token":"{token}","subject_token_type":"{JWT}""#);
+    let cases = [
+        (
+            format!(r#"{{{head},"audience":"nope","audience":"{DEV_TARGET}"}}"#),
+            "audience",
+        ),
+        (
+            format!(
+                r#"{{{head},"audience":"{DEV_TARGET}","options":{{"userProject":"x","userProject":"{DEV_USER_PROJECT}"}}}}"#
+            ),
+            "userProject",
+        ),
+        (
+            format!(
+                r#"{{{head},"audience":"{DEV_TARGET}","options":"{{\"userProject\":\"x\",\"userProject\":\"{DEV_USER_PROJECT}\"}}"}}"#
+            ),
+            "userProject",
+        ),
+    ];
+    for (body, key) in cases {
+        let text = assert_error(post_raw_json(&app, body).await, 400, "invalid_request").await;
+        assert!(
+            text.contains(key) && text.contains("more than once"),
+            "{text}"
+        );
+    }
+    assert_eq!(app.google.call_count(), 0);
+    // The same request without the repeat is served.
+    let body = format!(
+        r#"{{{head},"audience":"{DEV_TARGET}","options":{{"userProject":"{DEV_USER_PROJECT}"}}}}"#
+    );
+    assert_eq!(post_raw_json(&app, body).await.status(), 200);
 }
