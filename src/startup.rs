@@ -272,6 +272,7 @@ impl Application {
             assertion: minter,
             body_timeout: settings.http.body_timeout(),
             verbose_errors: settings.http.verbose_errors,
+            cursor_key: routes::CursorKey::new(settings.admin.cursor_secret.as_deref()),
         });
         let (public, extra) = listeners(&settings);
         let server = serve(listener, public, state.clone())?;

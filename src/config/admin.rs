@@ -24,6 +24,11 @@ pub struct AdminSettings {
     /// listener serves the admin API.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Secret the paging cursors are signed with; set the same value on every replica
+    /// behind one load balancer. Unset: a key drawn at start-up (cursors then work only
+    /// on the replica that returned them, and not across restarts).
+    #[serde(default)]
+    pub cursor_secret: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -41,6 +46,7 @@ impl Default for AdminSettings {
             issuer: None,
             audiences: Vec::new(),
             listen: None,
+            cursor_secret: None,
         }
     }
 }
@@ -48,6 +54,12 @@ impl Default for AdminSettings {
 impl AdminSettings {
     /// `trusted` are the configured issuers' `iss` values.
     pub(super) fn validate(&self, trusted: &[&str]) -> Result<(), ConfigError> {
+        if self.cursor_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(invalid(
+                "admin.cursor_secret",
+                "must be at least 16 characters when set",
+            ));
+        }
         if self.permission.is_empty() {
             return Err(invalid("admin.permission", "must not be empty"));
         }

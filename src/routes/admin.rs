@@ -1,6 +1,7 @@
 //! Admin API: issuance listing and revocations, for holders of the admin permission.
 
 use super::body::{self, BodyRules};
+use super::cursor::CursorKey;
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::{AdminAction, AuditError, IssuanceQuery, Revocation, ANY_ISSUER};
@@ -9,8 +10,6 @@ use crate::identity::{Identity, IdentityError};
 use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -181,26 +180,22 @@ fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
     })
 }
 
-fn parse_query(query: &str) -> Result<IssuanceQuery, ApiError> {
+fn parse_query(query: &str, key: &CursorKey) -> Result<IssuanceQuery, ApiError> {
+    let page = parse_page(query, &["subject", "target", "since", "until"])?;
     let mut q = IssuanceQuery {
-        limit: DEFAULT_LIMIT,
+        limit: page.limit,
+        before_id: page
+            .cursor
+            .map(|c| decode_id(key, ISSUANCES, &c))
+            .transpose()?,
         ..Default::default()
     };
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let value = value.into_owned();
-        match name.as_ref() {
+    for (name, value) in page.filters {
+        match name {
             "subject" => q.subject = Some(value),
             "target" => q.target = Some(value),
             "since" => q.since = Some(parse_time("since", &value)?),
-            "until" => q.until = Some(parse_time("until", &value)?),
-            "limit" => q.limit = parse_limit(&value)?,
-            "cursor" => q.before_id = Some(decode_cursor(&value)?),
-            other => {
-                return Err(ApiError::invalid_request(format!(
-                    "unknown parameter {}; use subject, target, since, until, limit, cursor",
-                    other.chars().take(64).collect::<String>()
-                )))
-            }
+            _ => q.until = Some(parse_time("until", &value)?),
         }
     }
     Ok(q)
@@ -223,15 +218,30 @@ struct Page<'a> {
     filters: Vec<(&'a str, String)>,
 }
 
+/// The query's parameters; one given twice is refused, as it would be ambiguous.
+fn unique_params(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if params.iter().any(|(n, _)| *n == name) {
+            return Err(ApiError::invalid_request(format!(
+                "parameter {} is given more than once",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+        params.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(params)
+}
+
 /// `limit`, `cursor` and the filters a listing accepts; anything else is refused.
 fn parse_page<'a>(query: &str, filters: &[&'a str]) -> Result<Page<'a>, ApiError> {
     let (mut limit, mut cursor, mut given) = (DEFAULT_LIMIT, None, Vec::new());
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match name.as_ref() {
+    for (name, value) in unique_params(query)? {
+        match name.as_str() {
             "limit" => limit = parse_limit(&value)?,
-            "cursor" => cursor = Some(value.into_owned()),
+            "cursor" => cursor = Some(value),
             other => match filters.iter().find(|f| **f == other) {
-                Some(filter) => given.push((*filter, value.into_owned())),
+                Some(filter) => given.push((*filter, value)),
                 None => {
                     let mut known = vec!["limit", "cursor"];
                     known.extend_from_slice(filters);
@@ -258,17 +268,15 @@ fn next_cursor<T>(items: &[T], limit: i64, cursor: impl Fn(&T) -> String) -> Opt
         .flatten()
 }
 
-fn encode_cursor(id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("before:{id}"))
-}
+const ISSUANCES: &str = "issuances";
+const REVOCATIONS: &str = "revocations";
+const ADMIN_ACTIONS: &str = "admin-actions";
 
-fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("before:").and_then(|id| id.parse().ok()))
-        .ok_or_else(|| ApiError::invalid_request("cursor is not one this server returned"))
+/// The row id a signed cursor of `listing` continues before.
+fn decode_id(key: &CursorKey, listing: &str, cursor: &str) -> Result<i64, ApiError> {
+    key.open(listing, cursor)?
+        .parse()
+        .map_err(|_| ApiError::invalid_request("cursor is not one this server returned"))
 }
 
 /// `GET /admin/v1/issuances`: newest first, cursor-paginated.
@@ -277,7 +285,7 @@ pub async fn list_issuances(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = authorize(&req, &state).await?;
-    let query = parse_query(req.query_string())?;
+    let query = parse_query(req.query_string(), &state.cursor_key)?;
     record(
         &state,
         &req,
@@ -294,7 +302,9 @@ pub async fn list_issuances(
         .list_issuances(&query)
         .await
         .map_err(|e| store_error(e, state.retry_after_secs))?;
-    let next_cursor = next_cursor(&items, query.limit, |i| encode_cursor(i.id));
+    let next_cursor = next_cursor(&items, query.limit, |i| {
+        state.cursor_key.seal(ISSUANCES, &i.id.to_string())
+    });
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({ "items": items, "next_cursor": next_cursor })))
@@ -307,7 +317,9 @@ pub async fn list_revocations(
 ) -> Result<HttpResponse, ApiError> {
     let admin = authorize(&req, &state).await?;
     let Page { limit, cursor, .. } = parse_page(req.query_string(), &[])?;
-    let after = cursor.map(|c| decode_revocation_cursor(&c)).transpose()?;
+    let after = cursor
+        .map(|c| decode_revocation_cursor(&state.cursor_key, &c))
+        .transpose()?;
     record(
         &state,
         &req,
@@ -325,7 +337,9 @@ pub async fn list_revocations(
         .await
         .map_err(|e| store_error(e, state.retry_after_secs))?;
     let next = next_cursor(&items, limit, |r| {
-        URL_SAFE_NO_PAD.encode(json!([r.issuer, r.subject]).to_string())
+        state
+            .cursor_key
+            .seal(REVOCATIONS, &json!([r.issuer, r.subject]).to_string())
     });
     let items: Vec<_> = items
         .iter()
@@ -346,12 +360,9 @@ pub async fn list_revocations(
 }
 
 /// The (issuer, subject) a revocation page continues after.
-fn decode_revocation_cursor(cursor: &str) -> Result<(String, String), ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
-        .ok_or_else(|| ApiError::invalid_request("cursor is not one this server returned"))
+fn decode_revocation_cursor(key: &CursorKey, cursor: &str) -> Result<(String, String), ApiError> {
+    serde_json::from_str(&key.open(REVOCATIONS, cursor)?)
+        .map_err(|_| ApiError::invalid_request("cursor is not one this server returned"))
 }
 
 /// `GET /admin/v1/admin-actions`: what administrators did, newest first, paged.
@@ -365,7 +376,9 @@ pub async fn list_admin_actions(
         cursor,
         filters,
     } = parse_page(req.query_string(), &["actor"])?;
-    let before = cursor.map(|c| decode_cursor(&c)).transpose()?;
+    let before = cursor
+        .map(|c| decode_id(&state.cursor_key, ADMIN_ACTIONS, &c))
+        .transpose()?;
     let actor = filters
         .into_iter()
         .find(|(f, _)| *f == "actor")
@@ -387,7 +400,9 @@ pub async fn list_admin_actions(
         .list_admin_actions(actor.as_deref(), before, limit)
         .await
         .map_err(|e| store_error(e, state.retry_after_secs))?;
-    let next = next_cursor(&items, limit, |a| encode_cursor(a.id));
+    let next = next_cursor(&items, limit, |a| {
+        state.cursor_key.seal(ADMIN_ACTIONS, &a.id.to_string())
+    });
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({ "items": items, "next_cursor": next })))
@@ -494,12 +509,13 @@ pub async fn lift(
 ) -> Result<HttpResponse, ApiError> {
     let admin = authorize(&req, &state).await?;
     let subject = subject.into_inner();
-    let issuer = match url::form_urlencoded::parse(req.query_string().as_bytes())
+    let issuer = match unique_params(req.query_string())?
+        .into_iter()
         .find(|(name, _)| name == "issuer")
     {
         // Revocations made before they named an issuer hold for all and are lifted so.
         Some((_, value)) if value == ANY_ISSUER => ANY_ISSUER.to_owned(),
-        Some((_, value)) => issuer_named(&state, Some(value.into_owned()))?,
+        Some((_, value)) => issuer_named(&state, Some(value))?,
         None => issuer_named(&state, None)?,
     };
     let audit = state.broker.audit();

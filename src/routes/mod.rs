@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+mod cursor;
 mod error;
 mod health;
 mod strict_json;
@@ -9,6 +10,7 @@ mod token;
 mod well_known;
 
 pub use admin::{lift, list_admin_actions, list_issuances, list_revocations, revoke};
+pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
 pub use token::{token, MAX_BODY_BYTES};
@@ -16,6 +18,8 @@ pub use token::{token, MAX_BODY_BYTES};
 use crate::assertion::Minter;
 use crate::broker::Broker;
 use crate::config::{AdminSettings, ClientSettings};
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpResponse, Resource, Route};
 use serde_json::json;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct AppState {
     pub assertion: Option<Arc<Minter>>,
     /// Time a caller has to send a whole request body.
     pub body_timeout: std::time::Duration,
+    /// Signs the admin listings' paging cursors.
+    pub cursor_key: CursorKey,
     /// Whether error descriptions may name other targets, billing projects and scopes.
     pub verbose_errors: bool,
 }
@@ -77,25 +83,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, served: Served, issuer: Option<&M
         cfg.service(resource("/metrics", "GET", web::get().to(metrics)));
     }
     if served.admin {
-        cfg.service(resource(
-            "/admin/v1/issuances",
-            "GET",
-            web::get().to(list_issuances),
-        ))
-        .service(
-            resource("/admin/v1/revocations", "GET, POST", web::post().to(revoke))
-                .route(web::get().to(list_revocations)),
-        )
-        .service(resource(
-            "/admin/v1/admin-actions",
-            "GET",
-            web::get().to(list_admin_actions),
-        ))
-        .service(resource(
-            "/admin/v1/revocations/{subject}",
-            "DELETE",
-            web::delete().to(lift),
-        ));
+        // Nothing the admin API answers, errors included, may be kept by a cache.
+        let no_store = DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store"));
+        cfg.service(
+            web::scope("/admin/v1")
+                .wrap(no_store)
+                .service(resource("/issuances", "GET", web::get().to(list_issuances)))
+                .service(
+                    resource("/revocations", "GET, POST", web::post().to(revoke))
+                        .route(web::get().to(list_revocations)),
+                )
+                .service(resource(
+                    "/admin-actions",
+                    "GET",
+                    web::get().to(list_admin_actions),
+                ))
+                .service(resource(
+                    "/revocations/{subject}",
+                    "DELETE",
+                    web::delete().to(lift),
+                ))
+                .default_service(web::to(not_found)),
+        );
     }
 }
 

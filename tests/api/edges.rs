@@ -177,3 +177,161 @@ async fn a_json_key_given_twice_is_refused_inside_options_too() {
     );
     assert_eq!(post_raw_json(&app, body).await.status(), 200);
 }
+
+/// GETs an admin `path` with an admin token.
+async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(admin_token(app))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Revokes `subject` until 2099.
+async fn revoke(app: &TestApp, subject: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/admin/v1/revocations", app.address))
+        .bearer_auth(admin_token(app))
+        .json(&serde_json::json!({
+            "subject": subject, "until": "2099-01-01T00:00:00Z", "reason": "test",
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+#[tokio::test]
+async fn admin_cursors_the_server_did_not_sign_are_refused_on_every_listing() {
+    let app =
+        spawn_app_with(|s| s.admin.cursor_secret = Some("a shared cursor secret".into())).await;
+    for i in 0..3 {
+        assert_eq!(
+            app.exchange(&app.token_for(&format!("auth0|u{i}")))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(revoke(&app, &format!("auth0|r{i}")).await.status(), 201);
+    }
+    let forged = [
+        ("/admin/v1/issuances", b64("before:2")),
+        ("/admin/v1/admin-actions", b64("before:2")),
+        ("/admin/v1/revocations", b64(r#"["x","auth0|r0"]"#)),
+    ];
+    for (path, cursor) in forged {
+        let text = assert_error(
+            admin_get(&app, &format!("{path}?cursor={cursor}")).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert!(text.contains("cursor"), "{path}: {text}");
+    }
+    // A real cursor works on its own listing only, and on a replica sharing the secret.
+    let (status, body) = status_json(admin_get(&app, "/admin/v1/issuances?limit=1").await).await;
+    assert_eq!(status, 200, "{body}");
+    let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+    let next = admin_get(
+        &app,
+        &format!("/admin/v1/issuances?limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(next.status(), 200);
+    let other = admin_get(&app, &format!("/admin/v1/admin-actions?cursor={cursor}")).await;
+    assert_error(other, 400, "invalid_request").await;
+    let replica = spawn_replica(&app, |s| {
+        s.admin.cursor_secret = Some("a shared cursor secret".into())
+    })
+    .await;
+    let there = admin_get(
+        &replica,
+        &format!("/admin/v1/issuances?limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(there.status(), 200);
+    let stranger = spawn_replica(&app, |_| {}).await;
+    let there = admin_get(
+        &stranger,
+        &format!("/admin/v1/issuances?limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_error(there, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn an_admin_query_parameter_given_twice_is_refused() {
+    let app = spawn_app().await;
+    for path in [
+        "/admin/v1/issuances?limit=1&limit=2",
+        "/admin/v1/issuances?subject=a&subject=b",
+        "/admin/v1/revocations?limit=1&limit=1",
+        "/admin/v1/admin-actions?actor=a&actor=b",
+    ] {
+        let text = assert_error(admin_get(&app, path).await, 400, "invalid_request").await;
+        assert!(text.contains("more than once"), "{path}: {text}");
+    }
+    assert_eq!(revoke(&app, "auth0|x").await.status(), 201);
+    let issuer = app.issuer.issuer();
+    let lift = app
+        .http
+        .delete(format!("{}/admin/v1/revocations/auth0%7Cx", app.address))
+        .query(&[("issuer", issuer.as_str()), ("issuer", "https://other/")])
+        .bearer_auth(admin_token(&app))
+        .send()
+        .await
+        .unwrap();
+    assert_error(lift, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn every_admin_answer_carries_no_store_and_errors_are_json() {
+    let app = spawn_app().await;
+    let created = revoke(&app, "auth0|x").await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["cache-control"], "no-store");
+    let lifted = app
+        .http
+        .delete(format!("{}/admin/v1/revocations/auth0%7Cx", app.address))
+        .bearer_auth(admin_token(&app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 204);
+    assert_eq!(lifted.headers()["cache-control"], "no-store");
+    let url = |p: &str| format!("{}{p}", app.address);
+    let answers = [
+        (
+            app.http
+                .put(url("/admin/v1/revocations"))
+                .send()
+                .await
+                .unwrap(),
+            405,
+        ),
+        (admin_get(&app, "/admin/v1/nothing-here").await, 404),
+        (
+            app.http
+                .get(url("/admin/v1/issuances"))
+                .send()
+                .await
+                .unwrap(),
+            401,
+        ),
+        (admin_get(&app, "/admin/v1/issuances?limit=0").await, 400),
+    ];
+    for (response, status) in answers {
+        assert_eq!(response.status(), status);
+        assert_eq!(response.headers()["cache-control"], "no-store", "{status}");
+        let (_, body) = status_json(response).await;
+        assert!(
+            body["error"].is_string() && body["error_description"].is_string(),
+            "{body}"
+        );
+    }
+}
