@@ -24,6 +24,8 @@ pub struct Metrics {
     exchanges: IntCounterVec,
     exchange_seconds: HistogramVec,
     token_rejections: IntCounterVec,
+    malformed_requests: IntCounterVec,
+    suppressed_log_lines: IntCounterVec,
     upstream_requests: IntCounterVec,
     upstream_seconds: HistogramVec,
     cache_lookups: IntCounterVec,
@@ -128,6 +130,8 @@ impl Metrics {
             exchanges: counter(&r, "sts_bridge_exchanges_total", "Token exchanges answered, by target, source, outcome and error code.", &["target", "source", "outcome", "error"]),
             exchange_seconds: histogram(&r, "sts_bridge_exchange_duration_seconds", "Time to answer POST /v1/token.", LATENCY_BUCKETS, &["outcome"]),
             token_rejections: counter(&r, "sts_bridge_token_rejections_total", "Subject or admin tokens refused by validation, by reason.", &["reason"]),
+            malformed_requests: counter(&r, "sts_bridge_malformed_requests_total", "Requests refused before a token signature was verified (malformed request or token, unknown key or issuer, bad signature), by error code.", &["error"]),
+            suppressed_log_lines: counter(&r, "sts_bridge_log_lines_suppressed_total", "Log lines left out because their kind was over its rate, by kind.", &["kind"]),
             upstream_requests: counter(&r, "sts_bridge_upstream_requests_total", "Requests to Google and to issuers, by upstream and HTTP status (or transport error).", &["upstream", "code"]),
             upstream_seconds: histogram(&r, "sts_bridge_upstream_duration_seconds", "Latency of requests to Google and to issuers.", LATENCY_BUCKETS, &["upstream"]),
             cache_lookups: counter(&r, "sts_bridge_cache_lookups_total", "Credential cache lookups: hit, miss (one upstream call) or coalesced (waited for another caller's call).", &["result"]),
@@ -157,6 +161,16 @@ impl Metrics {
     /// A token refused by validation.
     pub fn token_rejected(&self, reason: &str) {
         self.token_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// A request refused before any token was validated.
+    pub fn malformed_request(&self, error: &str) {
+        self.malformed_requests.with_label_values(&[error]).inc();
+    }
+
+    /// A log line of `kind` left out by its rate limit.
+    pub fn log_line_suppressed(&self, kind: &str) {
+        self.suppressed_log_lines.with_label_values(&[kind]).inc();
     }
 
     /// One upstream request; `code` is the HTTP status or `timeout`/`connect`/`error`.

@@ -62,6 +62,9 @@ fn listeners(settings: &Settings) -> (Served, Vec<(SocketAddr, Served)>) {
     (public, extra)
 }
 
+/// Log lines a second for requests refused before any token was validated.
+const MALFORMED_LOG_LINES_PER_SEC: u32 = 10;
+
 /// Builds one HTTP server on `listener` serving `served`.
 fn serve(
     listener: TcpListener,
@@ -272,6 +275,7 @@ impl Application {
             assertion: minter,
             body_timeout: settings.http.body_timeout(),
             verbose_errors: settings.http.verbose_errors,
+            malformed_log: telemetry::LogThrottle::new(MALFORMED_LOG_LINES_PER_SEC),
             cursor_key: routes::CursorKey::new(settings.admin.cursor_secret.as_deref()),
         });
         let (public, extra) = listeners(&settings);

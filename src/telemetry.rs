@@ -5,6 +5,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +36,49 @@ where
     } else {
         builder.try_init()
     };
+}
+
+/// At most `per_second` log lines a second for one kind of line that any caller can cause,
+/// so nobody can flood the log; what is left out is counted and reported on the next line.
+pub struct LogThrottle {
+    per_second: u32,
+    state: Mutex<ThrottleState>,
+}
+
+struct ThrottleState {
+    window: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    /// A throttle letting `per_second` lines through each second.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            state: Mutex::new(ThrottleState {
+                window: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being the lines left out since the last
+    /// one; `None` when this one is to be left out.
+    pub fn admit(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.window.elapsed() >= Duration::from_secs(1) {
+            s.window = Instant::now();
+            s.logged = 0;
+        }
+        if s.logged >= self.per_second {
+            s.suppressed += 1;
+            return None;
+        }
+        s.logged += 1;
+        Some(std::mem::take(&mut s.suppressed))
+    }
 }
 
 /// A caller's `X-Request-Id` when it is short and plain, else a fresh one.
@@ -68,7 +113,7 @@ pub async fn with_request_id(
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.path(),
+        path = req.path(),
         client = tracing::field::Empty,
         subject = tracing::field::Empty,
     );
@@ -77,4 +122,20 @@ pub async fn with_request_id(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_its_rate_through_and_counts_the_rest() {
+        let throttle = LogThrottle::new(3);
+        let admitted: Vec<_> = (0..10).map(|_| throttle.admit()).collect();
+        assert_eq!(&admitted[..3], &[Some(0), Some(0), Some(0)]);
+        assert!(admitted[3..].iter().all(Option::is_none));
+        std::thread::sleep(Duration::from_millis(1050));
+        assert_eq!(throttle.admit(), Some(7));
+        assert_eq!(throttle.admit(), Some(0));
+    }
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub assertion: Option<Arc<Minter>>,
     /// Time a caller has to send a whole request body.
     pub body_timeout: std::time::Duration,
+    /// Bounds the log lines of malformed requests.
+    pub malformed_log: crate::telemetry::LogThrottle,
     /// Signs the admin listings' paging cursors.
     pub cursor_key: CursorKey,
     /// Whether error descriptions may name other targets, billing projects and scopes.

@@ -4,7 +4,7 @@ use super::body::{self, BodyRules};
 use super::error::ApiError;
 use super::strict_json::{self, StrictJsonError};
 use super::AppState;
-use crate::broker::{ExchangeRequest, Issued, RequestContext};
+use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
 use crate::config::ClientSettings;
 use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
 use crate::secret::{fingerprint, Token};
@@ -141,10 +141,82 @@ pub async fn token(
             log_issued(&issued, started);
             Ok(success(&issued))
         }
-        Err(e) => {
-            metrics.exchange(target, "none", "refused", e.code(), started.elapsed());
-            Err(e)
+        Err(refusal) => {
+            let code = refusal.error.code();
+            metrics.exchange(target, "none", "refused", code, started.elapsed());
+            log_refusal(&state, &refusal);
+            Err(refusal.error)
         }
+    }
+}
+
+/// Validation failures found before the signature was verified: anyone can send those.
+const UNVERIFIED: &[&str] = &[
+    "malformed",
+    "header",
+    "algorithm",
+    "key",
+    "issuer",
+    "signature",
+];
+
+/// A refused exchange: what the caller is told, and what the log says.
+struct Refusal {
+    error: ApiError,
+    reason: String,
+    /// Refused before a token's signature was verified: anyone can cause as many as they like.
+    malformed: bool,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self {
+            reason: error.to_string(),
+            error,
+            malformed: true,
+        }
+    }
+}
+
+impl Refusal {
+    fn from_broker(e: &BrokerError, retry_after: u64) -> Self {
+        let malformed = matches!(
+            e,
+            BrokerError::Identity(i) | BrokerError::Actor(i) if UNVERIFIED.contains(&i.reason())
+        );
+        Self {
+            error: ApiError::from_broker(e, retry_after),
+            reason: e.to_string(),
+            malformed,
+        }
+    }
+}
+
+/// Logs a refusal; those before any token was validated are counted and logged at a
+/// bounded rate. `reason` is recorded as a string so the text format quotes it: it holds
+/// values the caller chose (`kid`, `iss`), which must not pass for other fields.
+fn log_refusal(state: &AppState, refusal: &Refusal) {
+    let code = refusal.error.code();
+    if !refusal.malformed {
+        tracing::info!(
+            outcome = "refused",
+            error = code,
+            reason = refusal.reason.as_str(),
+            "exchange refused"
+        );
+        return;
+    }
+    let metrics = state.broker.metrics();
+    metrics.malformed_request(code);
+    match state.malformed_log.admit() {
+        Some(suppressed) => tracing::info!(
+            outcome = "refused",
+            error = code,
+            reason = refusal.reason.as_str(),
+            suppressed,
+            "malformed request refused"
+        ),
+        None => metrics.log_line_suppressed("malformed_request"),
     }
 }
 
@@ -153,7 +225,7 @@ async fn exchange(
     payload: web::Payload,
     state: &AppState,
     target: &mut Option<Arc<str>>,
-) -> Result<Issued, ApiError> {
+) -> Result<Issued, Refusal> {
     let rules = BodyRules {
         max_bytes: MAX_BODY_BYTES,
         timeout: state.body_timeout,
@@ -167,21 +239,17 @@ async fn exchange(
     if state.require_client_auth && client_id.is_none() {
         return Err(ApiError::invalid_client(
             "this server requires HTTP Basic client authentication; add client_id and client_secret to the credential file",
-        ));
+        )
+        .into());
     }
     let mut exchange = build_request(fields)?;
     *target = state.broker.target_name(&exchange.audience);
     exchange.context = request_context(req, client_id);
-    state.broker.exchange(exchange).await.map_err(|e| {
-        let api = ApiError::from_broker(&e, state.retry_after_secs);
-        tracing::info!(
-            outcome = "refused",
-            error = api.code(),
-            reason = %e,
-            "exchange refused"
-        );
-        api
-    })
+    state
+        .broker
+        .exchange(exchange)
+        .await
+        .map_err(|e| Refusal::from_broker(&e, state.retry_after_secs))
 }
 
 fn success(issued: &Issued) -> HttpResponse {
