@@ -163,7 +163,7 @@ impl Metrics {
         self.token_rejections.with_label_values(&[reason]).inc();
     }
 
-    /// A request refused before any token was validated.
+    /// A request refused before a token's signature was verified.
     pub fn malformed_request(&self, error: &str) {
         self.malformed_requests.with_label_values(&[error]).inc();
     }

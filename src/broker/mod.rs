@@ -117,9 +117,16 @@ pub enum BrokerError {
     /// The target's policy does not let this caller through.
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// The request contradicts the target's configuration.
-    #[error("{0}")]
-    InvalidRequest(String),
+    /// The caller asked to bill another project than the target's.
+    #[error("userProject {asked} is not allowed for target {target}; it bills project {bills} (remove workforce_pool_user_project from the credential file or set it to {bills})")]
+    UserProject {
+        /// What the caller asked for, at most 64 characters of it.
+        asked: String,
+        /// Target name.
+        target: String,
+        /// The project the target bills.
+        bills: String,
+    },
     /// Google refused or failed.
     #[error(transparent)]
     Google(#[from] GoogleError),
@@ -151,7 +158,7 @@ impl BrokerError {
             BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
             BrokerError::Target(_) => "invalid_scope",
             BrokerError::Policy(p) => p.oauth_code(),
-            BrokerError::InvalidRequest(_) => "invalid_request",
+            BrokerError::UserProject { .. } => "invalid_request",
             BrokerError::Revoked { .. } => "access_denied",
             BrokerError::Audit(_) => "temporarily_unavailable",
             BrokerError::Assertion(AssertionError::SubjectExpired) => "invalid_grant",
@@ -610,11 +617,11 @@ fn user_project_for(
         (configured, None) => Ok(configured.clone()),
         (None, Some(asked)) => Ok(Some(asked)),
         (Some(configured), Some(asked)) if *configured == asked => Ok(Some(asked)),
-        (Some(configured), Some(asked)) => Err(BrokerError::InvalidRequest(format!(
-            "userProject {} is not allowed for target {}; it bills project {configured} (remove workforce_pool_user_project from the credential file or set it to {configured})",
-            asked.chars().take(64).collect::<String>(),
-            target.name
-        ))),
+        (Some(configured), Some(asked)) => Err(BrokerError::UserProject {
+            asked: asked.chars().take(64).collect(),
+            target: target.name.to_string(),
+            bills: configured.clone(),
+        }),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The one place where errors become RFC 6749 §5.2 JSON.
 
 use crate::audit::AuditError;
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, TargetError};
 use crate::google::GoogleError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -105,10 +105,16 @@ impl ApiError {
         self.code
     }
 
-    /// Maps a broker refusal; `retry_after` is used for 503s.
-    pub fn from_broker(e: &BrokerError, retry_after: u64) -> Self {
+    /// Maps a broker refusal; `retry_after` is used for 503s. Unless `verbose`, the
+    /// description does not name other targets, the billing project or the allowed
+    /// scopes: a caller with any valid token would otherwise learn the configuration.
+    pub fn from_broker(e: &BrokerError, retry_after: u64, verbose: bool) -> Self {
         let code = e.oauth_code();
         let description = match e {
+            BrokerError::Target(t) if !verbose => terse_target_error(t),
+            BrokerError::UserProject { asked, target, .. } if !verbose => format!(
+                "userProject {asked} is not allowed for target {target}; remove workforce_pool_user_project from the credential file"
+            ),
             BrokerError::Google(GoogleError::Refused { description, .. }) => {
                 format!("Google STS refused the exchange: {description}")
             }
@@ -132,6 +138,21 @@ impl ApiError {
             error.retry_after = Some(retry_after);
         }
         error
+    }
+}
+
+/// A target refusal naming only what the caller sent.
+fn terse_target_error(e: &TargetError) -> String {
+    match e {
+        TargetError::Unknown { audience, .. } => {
+            format!("audience {audience} is not a configured target; ask an administrator for the target name")
+        }
+        TargetError::ScopeNotAllowed { scope, target, .. } => {
+            format!("scope {scope} is not allowed for target {target}")
+        }
+        TargetError::NoScope { target, .. } => {
+            format!("no scope requested and target {target} has no default scopes; send a scope")
+        }
     }
 }
 

@@ -179,20 +179,20 @@ impl From<ApiError> for Refusal {
 }
 
 impl Refusal {
-    fn from_broker(e: &BrokerError, retry_after: u64) -> Self {
+    fn from_broker(e: &BrokerError, state: &AppState) -> Self {
         let malformed = matches!(
             e,
             BrokerError::Identity(i) | BrokerError::Actor(i) if UNVERIFIED.contains(&i.reason())
         );
         Self {
-            error: ApiError::from_broker(e, retry_after),
+            error: ApiError::from_broker(e, state.retry_after_secs, state.verbose_errors),
             reason: e.to_string(),
             malformed,
         }
     }
 }
 
-/// Logs a refusal; those before any token was validated are counted and logged at a
+/// Logs a refusal; those before a token's signature was verified are counted and logged at a
 /// bounded rate. `reason` is recorded as a string so the text format quotes it: it holds
 /// values the caller chose (`kid`, `iss`), which must not pass for other fields.
 fn log_refusal(state: &AppState, refusal: &Refusal) {
@@ -249,7 +249,7 @@ async fn exchange(
         .broker
         .exchange(exchange)
         .await
-        .map_err(|e| Refusal::from_broker(&e, state.retry_after_secs))
+        .map_err(|e| Refusal::from_broker(&e, state))
 }
 
 fn success(issued: &Issued) -> HttpResponse {

@@ -335,3 +335,66 @@ async fn every_admin_answer_carries_no_store_and_errors_are_json() {
         );
     }
 }
+
+/// Three refusals a caller with a valid token can provoke: an unknown audience, a scope
+/// outside the target's list, another billing project. Returns their descriptions.
+async fn configuration_refusals(app: &TestApp) -> Vec<String> {
+    let token = app.token_for("auth0|alice");
+    let mut texts = Vec::new();
+    let base = [
+        ("grant_type", GRANT),
+        ("subject_token", token.as_str()),
+        ("subject_token_type", JWT),
+    ];
+    let asks: [&[(&str, &str)]; 3] = [
+        &[("audience", "no-such-target")],
+        &[
+            ("audience", DEV_TARGET),
+            ("scope", "https://www.googleapis.com/auth/gmail.send"),
+        ],
+        &[
+            ("audience", DEV_TARGET),
+            ("options", r#"{"userProject":"someone-elses"}"#),
+        ],
+    ];
+    for (ask, code) in asks
+        .iter()
+        .zip(["invalid_target", "invalid_scope", "invalid_request"])
+    {
+        let fields: Vec<_> = base.iter().chain(ask.iter()).copied().collect();
+        texts.push(assert_error(app.post_form(&fields).await, 400, code).await);
+    }
+    texts
+}
+
+#[tokio::test]
+async fn refusals_name_no_other_target_billing_project_or_scopes_unless_verbose() {
+    let second_target = |s: &mut sts_bridge::config::Settings| {
+        let mut finance = s.targets[0].clone();
+        finance.name = "finance-restricted".into();
+        finance.provider = finance.provider.replace("providers/", "providers/finance-");
+        s.targets.push(finance);
+    };
+    let quiet = spawn_app_with(|s| {
+        second_target(s);
+        s.http.verbose_errors = false;
+    })
+    .await;
+    let secrets = [
+        "finance-restricted",
+        DEV_USER_PROJECT,
+        "auth/cloud-platform",
+    ];
+    for text in configuration_refusals(&quiet).await {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in: {text}");
+        }
+    }
+    assert_eq!(quiet.google.call_count(), 0);
+    // The dev stack is verbose: the same refusals say what would have been accepted.
+    let verbose = spawn_app_with(second_target).await;
+    let texts = configuration_refusals(&verbose).await.join("\n");
+    for secret in secrets {
+        assert!(texts.contains(secret), "{secret} not in: {texts}");
+    }
+}
