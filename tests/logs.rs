@@ -7,25 +7,14 @@ mod db;
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "common/log_capture.rs"]
+mod log_capture;
 
 use helpers::*;
+use log_capture::Capture;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use sts_bridge::devstack::MintRequest;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The process-wide log capture (the subscriber is global, so both tests share it and each
 /// looks only for its own lines).
@@ -43,7 +32,7 @@ fn capture() -> Capture {
 
 impl Capture {
     fn lines(&self) -> Vec<Value> {
-        let log = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let log = self.text();
         log.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
             .collect()
@@ -162,7 +151,7 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
     let pem = std::fs::read_to_string(&key_file).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let lines = capture.lines();
     assert!(lines.len() > 20, "only {} log lines captured", lines.len());
     let issued: Vec<&Value> = lines
