@@ -126,3 +126,21 @@ async fn a_probe_of_an_unreachable_issuer_fails_and_names_the_cause() {
     assert!(stdout.contains("onnection refused"), "{stdout}");
     assert!(stderr.contains("could not be probed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_algorithm_google_refuses_is_refused_for_an_issuer_whose_tokens_are_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = config_for("https://tenant.example.com/").replace(
+        "groups_claim",
+        "algorithms = [\"RS256\", \"PS256\"]\ngroups_claim",
+    );
+    std::fs::write(&path, config).unwrap();
+    let (ok, _, stderr) = check_config(&["--config", path.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("issuers[0].algorithms"), "{stderr}");
+    assert!(
+        stderr.contains("PS256") && stderr.contains("RS256 and ES256"),
+        "{stderr}"
+    );
+}

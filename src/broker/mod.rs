@@ -163,6 +163,7 @@ impl BrokerError {
             BrokerError::Audit(_) => "temporarily_unavailable",
             BrokerError::Assertion(AssertionError::SubjectExpired) => "invalid_grant",
             BrokerError::Assertion(_) => "temporarily_unavailable",
+            BrokerError::Google(GoogleError::WouldRefuse(_)) => "invalid_grant",
             BrokerError::Google(GoogleError::Refused { error, .. }) => match error.as_str() {
                 "invalid_grant" => "invalid_grant",
                 "invalid_scope" => "invalid_scope",

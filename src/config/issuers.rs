@@ -4,6 +4,9 @@ use super::{check_url, invalid, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The only algorithms Google's workforce pool providers accept in a subject token.
+pub const FORWARDED_ALGORITHMS: &[&str] = &["RS256", "ES256"];
+
 /// Algorithms a token may be signed with. HMAC and `none` are never accepted (RFC 8725 §3.1).
 pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",

@@ -27,7 +27,7 @@ pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
-pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS};
+pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
@@ -171,6 +171,30 @@ impl Settings {
             .collect()
     }
 
+    /// Pass-through targets forward the caller's token to Google, which accepts only
+    /// RS256 and ES256: any other algorithm would be a refusal for every such token.
+    fn check_forwarded_algorithms(&self) -> Result<(), ConfigError> {
+        if !self.targets.iter().any(|t| t.mode == TargetMode::PassThrough) {
+            return Ok(());
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if let Some(alg) = issuer
+                .algorithms
+                .iter()
+                .find(|a| !FORWARDED_ALGORITHMS.contains(&a.as_str()))
+            {
+                return Err(invalid(
+                    format!("issuers[{i}].algorithms"),
+                    format!(
+                        "`{alg}` tokens are forwarded to Google by pass-through targets, and Google accepts only {}",
+                        FORWARDED_ALGORITHMS.join(" and ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every rule a running service relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.issuers.is_empty() {
@@ -206,6 +230,7 @@ impl Settings {
                 ));
             }
         }
+        self.check_forwarded_algorithms()?;
         for (i, client) in self.clients.iter().enumerate() {
             client.validate(&format!("clients[{i}]"))?;
             if let Some(unknown) = client.targets.iter().find(|t| !names.contains(t)) {

@@ -1,8 +1,10 @@
 //! Outbound calls to Google: the Security Token Service.
 
+mod forwardable;
 pub mod provider;
 mod sts;
 
+pub use forwardable::check as check_forwardable;
 pub use sts::{StsClient, StsRequest, StsToken};
 
 /// What went wrong talking to Google.
@@ -19,6 +21,9 @@ pub enum GoogleError {
     /// Google could not be reached, timed out, throttled or failed (5xx).
     #[error("Google STS is unavailable: {0}")]
     Unavailable(String),
+    /// The subject token is one Google refuses (`invalid_grant`); it was not sent.
+    #[error("{0}")]
+    WouldRefuse(String),
     /// Google answered 200 with a body that is not a usable token response.
     #[error("Google STS answered with an unusable response: {0}")]
     BadResponse(String),

@@ -66,6 +66,7 @@ impl StsClient {
 
     /// Exchanges the subject token for a federated Google access token.
     pub async fn exchange(&self, req: &StsRequest<'_>) -> Result<StsToken, GoogleError> {
+        super::check_forwardable(req.subject_token.expose())?;
         let scope = req.scopes.join(" ");
         let options = req
             .user_project

@@ -118,6 +118,7 @@ impl ApiError {
             BrokerError::Google(GoogleError::Refused { description, .. }) => {
                 format!("Google STS refused the exchange: {description}")
             }
+            BrokerError::Google(GoogleError::WouldRefuse(why)) => why.clone(),
             BrokerError::Google(_) => format!("{e}; try again in {retry_after} s"),
             // The database's own error text stays in the logs.
             BrokerError::Audit(AuditError::Store(_) | AuditError::Rejected(_)) => format!(

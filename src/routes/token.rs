@@ -461,14 +461,28 @@ fn decode_options(raw: &str) -> Result<Option<String>, ApiError> {
             .trim()
             .to_owned();
     }
+    if !text.starts_with('{') && text.contains('%') {
+        return Err(ApiError::invalid_request(
+            "options is still percent-encoded after two decodes; encode it once or twice",
+        ));
+    }
     let object = strict_json::object(text.as_bytes()).map_err(|e| json_refusal(e, "options"))?;
     match object.get("userProject") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(p)) if !p.is_empty() && p.len() <= 64 => Ok(Some(p.clone())),
+        Some(Value::String(p)) if is_project(p) => Ok(Some(p.clone())),
         Some(_) => Err(ApiError::invalid_request(
             "options.userProject must be a project number or id",
         )),
     }
+}
+
+/// A project number or id (`my-project`, `example.com:my-project`): nothing else, so a
+/// value still percent-encoded is refused rather than passed on to Google.
+fn is_project(p: &str) -> bool {
+    (1..=64).contains(&p.len())
+        && p.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':')
+        })
 }
 
 /// Checks HTTP Basic client authentication when it is sent; returns the client id.
@@ -549,6 +563,12 @@ mod tests {
     #[test]
     fn options_that_are_not_json_are_refused() {
         assert!(decode_options("userProject=123").is_err());
+        // Three encodings: still encoded after the two decodes google-auth needs.
+        assert!(
+            decode_options("%25257B%252522userProject%252522%25253A%252522123%252522%25257D")
+                .is_err()
+        );
+        assert!(decode_options(r#"{"userProject":"%31%32%33"}"#).is_err());
     }
 
     #[test]
