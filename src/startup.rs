@@ -4,7 +4,7 @@ use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::Broker;
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
-use crate::google::StsClient;
+use crate::google::{RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState, Served};
@@ -238,7 +238,17 @@ impl Application {
             spawn_key_refresher(keys.clone(), issuer.jwks_refresh());
         }
         let audit = Arc::new(open_audit(&settings.audit, metrics.clone()).await?);
-        let sts = StsClient::new(http, settings.google.sts_url.clone(), metrics.clone());
+        let retry = RetryPolicy {
+            max_attempts: settings.google.max_attempts,
+            deadline: settings.google.deadline(),
+            base_backoff: Duration::from_millis(100),
+        };
+        let sts = StsClient::new(
+            http,
+            settings.google.sts_url.clone(),
+            metrics.clone(),
+            retry,
+        );
         let validated = &settings.cache.validated_tokens;
         let token_cache = validated.enabled.then(|| TokenCacheLimits {
             max_entries: validated.max_entries,

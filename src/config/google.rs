@@ -17,6 +17,13 @@ pub struct GoogleSettings {
     /// Seconds a caller is told to wait when Google is unavailable.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Calls made for one exchange when Google answers 429 or 5xx, or the connection
+    /// fails or times out (1: no retry).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Total time for one exchange, retries and their waits included, in milliseconds.
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
 }
 
 fn default_sts_url() -> String {
@@ -28,6 +35,12 @@ fn default_google_timeout() -> u64 {
 fn default_retry_after() -> u64 {
     5
 }
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_deadline() -> u64 {
+    15_000
+}
 
 impl Default for GoogleSettings {
     fn default() -> Self {
@@ -35,6 +48,8 @@ impl Default for GoogleSettings {
             sts_url: default_sts_url(),
             timeout_ms: default_google_timeout(),
             retry_after_secs: default_retry_after(),
+            max_attempts: default_max_attempts(),
+            deadline_ms: default_deadline(),
         }
     }
 }
@@ -54,7 +69,21 @@ impl GoogleSettings {
                 "must be between 1 and 3600",
             ));
         }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(invalid("google.max_attempts", "must be between 1 and 10"));
+        }
+        if !(100..=120_000).contains(&self.deadline_ms) {
+            return Err(invalid(
+                "google.deadline_ms",
+                "must be between 100 and 120000",
+            ));
+        }
         Ok(())
+    }
+
+    /// Total time for one exchange, retries included.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
     }
 
     /// Timeout of one Google call.

@@ -69,7 +69,7 @@ const SKEW_SECS: u64 = 60;
 struct State {
     bridges: Mutex<HashMap<String, BridgeTrust>>,
     calls: Mutex<Vec<StsCall>>,
-    failures: Mutex<VecDeque<(u16, Value)>>,
+    failures: Mutex<VecDeque<(u16, Value, Option<u64>)>>,
     delay: Mutex<Duration>,
     expires_in: Mutex<i64>,
     issued: Mutex<HashMap<String, IssuedToken>>,
@@ -126,11 +126,17 @@ impl GoogleStandIn {
 
     /// Answers the next request with `status` and `body` instead of a token.
     pub fn fail_next(&self, status: u16, body: Value) {
+        self.fail_next_with_retry_after(status, body, None);
+    }
+
+    /// Like [`Self::fail_next`], with a `Retry-After` of `secs` when given (as Google's
+    /// 429 and 503 answers carry).
+    pub fn fail_next_with_retry_after(&self, status: u16, body: Value, secs: Option<u64>) {
         self.state
             .failures
             .lock()
             .expect("lock")
-            .push_back((status, body));
+            .push_back((status, body, secs));
     }
 
     /// Delays every answer (to make concurrent requests overlap).
@@ -196,9 +202,14 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> H
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some((status, body)) = state.failures.lock().expect("lock").pop_front() {
-        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
-            .json(body);
+    let failure = state.failures.lock().expect("lock").pop_front();
+    if let Some((status, body, retry_after)) = failure {
+        let mut response =
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"));
+        if let Some(secs) = retry_after {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        return response.json(body);
     }
     let bridge = call
         .field("audience")

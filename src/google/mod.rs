@@ -5,7 +5,7 @@ pub mod provider;
 mod sts;
 
 pub use forwardable::check as check_forwardable;
-pub use sts::{StsClient, StsRequest, StsToken};
+pub use sts::{RetryPolicy, StsClient, StsRequest, StsToken};
 
 /// What went wrong talking to Google.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

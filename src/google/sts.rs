@@ -50,23 +50,91 @@ struct Failure {
     error_description: Option<String>,
 }
 
+/// How one exchange retries: 429, 5xx, connection failures and timeouts are tried again
+/// after an exponential backoff with full jitter, or after Google's `Retry-After` when it
+/// sends one, while attempts and the deadline allow.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Calls made at most.
+    pub max_attempts: u32,
+    /// Total time, waits included.
+    pub deadline: Duration,
+    /// First backoff; doubled at each retry.
+    pub base_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: random in [0, base·2^(attempt-1)].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling =
+            self.base_backoff.as_millis() as u64 * (1 << attempt.min(10).saturating_sub(1));
+        Duration::from_millis(fastrand::u64(0..=ceiling))
+    }
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    /// Worth another attempt, after Google's `Retry-After` when it sent one.
+    Retriable(GoogleError, Option<Duration>),
+    /// Final.
+    Final(GoogleError),
+}
+
 /// Client for `POST https://sts.googleapis.com/v1/token`.
 #[derive(Clone)]
 pub struct StsClient {
     http: reqwest::Client,
     url: String,
     metrics: Arc<Metrics>,
+    retry: RetryPolicy,
 }
 
 impl StsClient {
-    /// A client posting to `url` through `http` (which carries the timeouts).
-    pub fn new(http: reqwest::Client, url: String, metrics: Arc<Metrics>) -> Self {
-        Self { http, url, metrics }
+    /// A client posting to `url` through `http` (which carries the per-call timeouts).
+    pub fn new(
+        http: reqwest::Client,
+        url: String,
+        metrics: Arc<Metrics>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            http,
+            url,
+            metrics,
+            retry,
+        }
     }
 
     /// Exchanges the subject token for a federated Google access token.
     pub async fn exchange(&self, req: &StsRequest<'_>) -> Result<StsToken, GoogleError> {
         super::check_forwardable(req.subject_token.expose())?;
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = self.retry.deadline.saturating_sub(started.elapsed());
+            let outcome = tokio::time::timeout(left, self.attempt(req))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AttemptError::Final(GoogleError::Unavailable(
+                        "timed out (no answer within the exchange deadline)".into(),
+                    )))
+                });
+            let (error, retry_after) = match outcome {
+                Ok(token) => return Ok(token),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Retriable(e, retry_after)) => (e, retry_after),
+            };
+            let wait = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+            if attempt >= self.retry.max_attempts || started.elapsed() + wait >= self.retry.deadline
+            {
+                return Err(error);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, req: &StsRequest<'_>) -> Result<StsToken, AttemptError> {
         let scope = req.scopes.join(" ");
         let options = req
             .user_project
@@ -90,22 +158,38 @@ impl StsClient {
         };
         self.metrics
             .upstream("google_sts", &code, started.elapsed());
-        let response = sent.map_err(|e| GoogleError::Unavailable(describe_transport(&e)))?;
+        let response = sent.map_err(|e| {
+            AttemptError::Retriable(GoogleError::Unavailable(describe_transport(&e)), None)
+        })?;
         let status = response.status();
-        let body = read_bounded(response).await?;
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_bounded(response).await.map_err(|e| match e {
+            GoogleError::Unavailable(_) => AttemptError::Retriable(e, None),
+            other => AttemptError::Final(other),
+        })?;
         if status.is_success() {
-            return parse_success(&body);
+            return parse_success(&body).map_err(AttemptError::Final);
         }
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(GoogleError::Unavailable(format!("HTTP {status}")));
+            return Err(AttemptError::Retriable(
+                GoogleError::Unavailable(format!("HTTP {status}")),
+                retry_after,
+            ));
         }
         let failure: Failure = serde_json::from_slice(&body).map_err(|_| {
-            GoogleError::BadResponse(format!("HTTP {status} without an OAuth error body"))
+            AttemptError::Final(GoogleError::BadResponse(format!(
+                "HTTP {status} without an OAuth error body"
+            )))
         })?;
-        Err(GoogleError::Refused {
+        Err(AttemptError::Final(GoogleError::Refused {
             error: failure.error,
             description: failure.error_description.unwrap_or_default(),
-        })
+        }))
     }
 }
 

@@ -161,18 +161,70 @@ async fn googles_refusal_is_passed_on_with_googles_reason_and_not_cached() {
 }
 
 #[tokio::test]
-async fn google_server_errors_become_503_with_retry_after() {
+async fn google_server_errors_become_503_with_retry_after_once_the_attempts_are_spent() {
     let app = spawn_app().await;
     let token = app.token_for("auth0|alice");
-    app.google.fail_next(
-        503,
-        json!({"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}),
-    );
+    for _ in 0..3 {
+        app.google.fail_next(503, unavailable());
+    }
 
     let response = app.exchange(&token).await;
 
     assert_eq!(response.headers()["retry-after"], "5");
     assert_error(response, 503, "temporarily_unavailable").await;
+    assert_eq!(app.google.call_count(), 3, "google.max_attempts calls");
+}
+
+fn unavailable() -> serde_json::Value {
+    json!({"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}})
+}
+
+#[tokio::test]
+async fn google_429_and_5xx_are_retried_after_backoff_or_googles_retry_after() {
+    let app = spawn_app().await;
+    let token = app.token_for("auth0|alice");
+    app.google.fail_next(503, unavailable());
+    app.google.fail_next_with_retry_after(
+        429,
+        json!({"error": {"code": 429, "message": "Quota exceeded.", "status": "RESOURCE_EXHAUSTED"}}),
+        Some(1),
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = status_json(app.exchange(&token).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.google.call_count(), 3);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After not honoured"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_deadline_is_not_waited_for() {
+    let app = spawn_app_with(|s| s.google.deadline_ms = 2000).await;
+    let token = app.token_for("auth0|alice");
+    app.google
+        .fail_next_with_retry_after(503, unavailable(), Some(30));
+    let started = std::time::Instant::now();
+    let response = app.exchange(&token).await;
+    assert_error(response, 503, "temporarily_unavailable").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(app.google.call_count(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_google_is_given_up_on_at_the_exchange_deadline() {
+    let app = spawn_app_with(|s| {
+        s.google.timeout_ms = 5000;
+        s.google.deadline_ms = 800;
+    })
+    .await;
+    app.google.set_delay(std::time::Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let response = app.exchange(&app.token_for("auth0|alice")).await;
+    let text = assert_error(response, 503, "temporarily_unavailable").await;
+    assert!(text.contains("deadline"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
 
 #[tokio::test]
