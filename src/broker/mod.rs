@@ -185,6 +185,8 @@ pub struct Broker {
     sts: StsClient,
     minter: Option<Arc<Minter>>,
     cache: CredentialCache,
+    /// Google's recent refusals (4xx), by cache key; `None` when none are remembered.
+    refusals: Option<moka::future::Cache<CacheKey, GoogleError>>,
     refresh_margin: Duration,
     /// HTTP Basic clients, by id, for their limits.
     clients: HashMap<String, ClientSettings>,
@@ -211,6 +213,12 @@ impl Broker {
                 settings.cache.max_entries,
                 Duration::from_secs(settings.cache.min_remaining_secs),
             ),
+            refusals: (settings.google.refusal_memory_secs > 0).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(settings.cache.max_entries)
+                    .time_to_live(Duration::from_secs(settings.google.refusal_memory_secs))
+                    .build()
+            }),
             refresh_margin: Duration::from_secs(settings.cache.refresh_margin_secs),
             clients: settings
                 .clients
@@ -219,6 +227,19 @@ impl Broker {
                 .collect(),
             audit,
             metrics,
+        }
+    }
+
+    async fn remembered_refusal(&self, key: &CacheKey) -> Option<GoogleError> {
+        self.refusals.as_ref()?.get(key).await
+    }
+
+    /// Remembers a refusal Google gave (not a failure: those are worth trying again).
+    async fn remember_refusal(&self, key: &CacheKey, e: &BrokerError) {
+        if let (Some(refusals), BrokerError::Google(g @ GoogleError::Refused { .. })) =
+            (&self.refusals, e)
+        {
+            refusals.insert(key.clone(), g.clone()).await;
         }
     }
 
@@ -404,19 +425,31 @@ impl Broker {
             identity: identity.clone(),
         };
 
+        if let Some(refusal) = self.remembered_refusal(&key).await {
+            return Err(BrokerError::Google(refusal));
+        }
         let mut fetched = false;
         let cached = self.cache.get(&key).await;
         let hit = cached.is_some();
         let entry = match cached {
             Some(entry) => entry,
-            None => self
-                .cache
-                .try_get_with(key.clone(), async {
-                    fetched = true;
-                    self.upstream().fetch(&target, &key, &subject).await
-                })
-                .await
-                .map_err(|e| (*e).clone())?,
+            None => {
+                let fetched_entry = self
+                    .cache
+                    .try_get_with(key.clone(), async {
+                        fetched = true;
+                        self.upstream().fetch(&target, &key, &subject).await
+                    })
+                    .await
+                    .map_err(|e| (*e).clone());
+                match fetched_entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        self.remember_refusal(&key, &e).await;
+                        return Err(e);
+                    }
+                }
+            }
         };
         self.metrics.cache_lookup(match (hit, fetched) {
             (true, _) => "hit",

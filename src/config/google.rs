@@ -24,6 +24,11 @@ pub struct GoogleSettings {
     /// Total time for one exchange, retries and their waits included, in milliseconds.
     #[serde(default = "default_deadline")]
     pub deadline_ms: u64,
+    /// Seconds a refusal by Google (4xx) is answered again from memory for the same
+    /// subject, target, scopes and claims, so a client retrying in a loop does not spend
+    /// the project's STS quota; 0 remembers nothing.
+    #[serde(default = "default_refusal_memory")]
+    pub refusal_memory_secs: u64,
 }
 
 fn default_sts_url() -> String {
@@ -41,6 +46,9 @@ fn default_max_attempts() -> u32 {
 fn default_deadline() -> u64 {
     15_000
 }
+fn default_refusal_memory() -> u64 {
+    10
+}
 
 impl Default for GoogleSettings {
     fn default() -> Self {
@@ -50,6 +58,7 @@ impl Default for GoogleSettings {
             retry_after_secs: default_retry_after(),
             max_attempts: default_max_attempts(),
             deadline_ms: default_deadline(),
+            refusal_memory_secs: default_refusal_memory(),
         }
     }
 }
@@ -71,6 +80,12 @@ impl GoogleSettings {
         }
         if !(1..=10).contains(&self.max_attempts) {
             return Err(invalid("google.max_attempts", "must be between 1 and 10"));
+        }
+        if self.refusal_memory_secs > 3600 {
+            return Err(invalid(
+                "google.refusal_memory_secs",
+                "must be at most 3600",
+            ));
         }
         if !(100..=120_000).contains(&self.deadline_ms) {
             return Err(invalid(

@@ -136,28 +136,49 @@ async fn unknown_audience_is_invalid_target_naming_the_known_targets() {
     assert_eq!(app.google.call_count(), 0);
 }
 
-#[tokio::test]
-async fn googles_refusal_is_passed_on_with_googles_reason_and_not_cached() {
-    let app = spawn_app().await;
-    let token = app.token_for("auth0|alice");
+/// Google refuses alice's first exchange; returns the description the caller got.
+async fn refused_by_google(app: &TestApp, token: &str) -> String {
     app.google.fail_next(
         400,
         json!({"error": "invalid_grant", "error_description": "The audience in ID Token [x] does not match the expected audience."}),
     );
-
-    let text = assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
+    let text = assert_error(app.exchange(token).await, 400, "invalid_grant").await;
     assert!(
         text.contains("does not match the expected audience"),
         "{text}"
     );
+    text
+}
 
-    let (status, _) = status_json(app.exchange(&token).await).await;
-    assert_eq!(status, 200);
+#[tokio::test]
+async fn googles_refusal_is_passed_on_and_remembered_briefly_without_another_call() {
+    let app = spawn_app_with(|s| s.google.refusal_memory_secs = 1).await;
+    let token = app.token_for("auth0|alice");
+    let first = refused_by_google(&app, &token).await;
+    // A client retrying in a loop gets the same answer without spending Google's quota.
+    for _ in 0..5 {
+        let again = assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
+        assert_eq!(again, first);
+    }
+    assert_eq!(app.google.call_count(), 1);
+    // Another subject is not affected.
     assert_eq!(
-        app.google.call_count(),
-        2,
-        "the refusal must not have been cached"
+        app.exchange(&app.token_for("auth0|bob")).await.status(),
+        200
     );
+    // Once the memory has passed, Google is asked again; no credential was cached.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(app.exchange(&token).await.status(), 200);
+    assert_eq!(app.google.call_count(), 3);
+}
+
+#[tokio::test]
+async fn with_no_refusal_memory_googles_refusal_is_not_kept() {
+    let app = spawn_app_with(|s| s.google.refusal_memory_secs = 0).await;
+    let token = app.token_for("auth0|alice");
+    refused_by_google(&app, &token).await;
+    assert_eq!(app.exchange(&token).await.status(), 200);
+    assert_eq!(app.google.call_count(), 2);
 }
 
 #[tokio::test]
