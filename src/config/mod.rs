@@ -174,7 +174,11 @@ impl Settings {
     /// Pass-through targets forward the caller's token to Google, which accepts only
     /// RS256 and ES256: any other algorithm would be a refusal for every such token.
     fn check_forwarded_algorithms(&self) -> Result<(), ConfigError> {
-        if !self.targets.iter().any(|t| t.mode == TargetMode::PassThrough) {
+        if !self
+            .targets
+            .iter()
+            .any(|t| t.mode == TargetMode::PassThrough)
+        {
             return Ok(());
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
