@@ -242,6 +242,7 @@ impl Application {
             max_attempts: settings.google.max_attempts,
             deadline: settings.google.deadline(),
             base_backoff: Duration::from_millis(100),
+            max_concurrent: settings.google.max_concurrent_calls,
         };
         let sts = StsClient::new(
             http,

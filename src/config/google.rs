@@ -29,6 +29,10 @@ pub struct GoogleSettings {
     /// the project's STS quota; 0 remembers nothing.
     #[serde(default = "default_refusal_memory")]
     pub refusal_memory_secs: u64,
+    /// Calls to Google STS in flight at once, background refreshes included; further
+    /// exchanges wait for a free slot within their deadline.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_calls: usize,
 }
 
 fn default_sts_url() -> String {
@@ -46,6 +50,9 @@ fn default_max_attempts() -> u32 {
 fn default_deadline() -> u64 {
     15_000
 }
+fn default_max_concurrent() -> usize {
+    64
+}
 fn default_refusal_memory() -> u64 {
     10
 }
@@ -59,6 +66,7 @@ impl Default for GoogleSettings {
             max_attempts: default_max_attempts(),
             deadline_ms: default_deadline(),
             refusal_memory_secs: default_refusal_memory(),
+            max_concurrent_calls: default_max_concurrent(),
         }
     }
 }
@@ -80,6 +88,12 @@ impl GoogleSettings {
         }
         if !(1..=10).contains(&self.max_attempts) {
             return Err(invalid("google.max_attempts", "must be between 1 and 10"));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_calls) {
+            return Err(invalid(
+                "google.max_concurrent_calls",
+                "must be between 1 and 10000",
+            ));
         }
         if self.refusal_memory_secs > 3600 {
             return Err(invalid(

@@ -61,6 +61,8 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     /// First backoff; doubled at each retry.
     pub base_backoff: Duration,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
 }
 
 impl RetryPolicy {
@@ -87,6 +89,7 @@ pub struct StsClient {
     url: String,
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl StsClient {
@@ -97,11 +100,13 @@ impl StsClient {
         metrics: Arc<Metrics>,
         retry: RetryPolicy,
     ) -> Self {
+        let slots = Arc::new(tokio::sync::Semaphore::new(retry.max_concurrent));
         Self {
             http,
             url,
             metrics,
             retry,
+            slots,
         }
     }
 
@@ -113,7 +118,7 @@ impl StsClient {
         loop {
             attempt += 1;
             let left = self.retry.deadline.saturating_sub(started.elapsed());
-            let outcome = tokio::time::timeout(left, self.attempt(req))
+            let outcome = tokio::time::timeout(left, self.attempt_in_slot(req))
                 .await
                 .unwrap_or_else(|_| {
                     Err(AttemptError::Final(GoogleError::Unavailable(
@@ -132,6 +137,16 @@ impl StsClient {
             }
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// One attempt once a slot is free: a dead or slow Google must not gather an
+    /// unbounded crowd of calls.
+    async fn attempt_in_slot(&self, req: &StsRequest<'_>) -> Result<StsToken, AttemptError> {
+        let _slot =
+            self.slots.acquire().await.map_err(|_| {
+                AttemptError::Final(GoogleError::Unavailable("shutting down".into()))
+            })?;
+        self.attempt(req).await
     }
 
     async fn attempt(&self, req: &StsRequest<'_>) -> Result<StsToken, AttemptError> {

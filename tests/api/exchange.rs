@@ -260,3 +260,16 @@ async fn google_timeout_becomes_503_with_retry_after() {
     let text = assert_error(response, 503, "temporarily_unavailable").await;
     assert!(text.contains("timed out"), "{text}");
 }
+
+#[tokio::test]
+async fn calls_to_google_beyond_the_concurrency_bound_wait_for_a_slot() {
+    let app = spawn_app_with(|s| s.google.max_concurrent_calls = 1).await;
+    app.google.set_delay(std::time::Duration::from_millis(600));
+    let (alice, bob) = (app.token_for("auth0|alice"), app.token_for("auth0|bob"));
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(app.exchange(&alice), app.exchange(&bob));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    // One at a time: the second call began only once the first had answered.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1200));
+    assert_eq!(app.google.call_count(), 2);
+}
