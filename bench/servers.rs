@@ -142,6 +142,8 @@ provider = "{provider}"
 user_project = "{project}"
 allowed_scopes = ["{cloud}", "{bigquery}"]
 default_scopes = ["{cloud}"]
+[targets.policy]
+clients = ["{client}"]
 
 [google]
 sts_url = "{sts}"
@@ -161,6 +163,7 @@ filter = "warn"
         groups = devstack::DEV_GROUPS_CLAIM,
         roles = devstack::DEV_ROLES_CLAIM,
         target = devstack::DEV_TARGET,
+        client = devstack::DEV_CLIENT,
         provider = devstack::DEV_PROVIDER,
         project = devstack::DEV_USER_PROJECT,
         cloud = devstack::CLOUD_PLATFORM,
