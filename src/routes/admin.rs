@@ -172,6 +172,18 @@ async fn record(
         .map_err(|e| store_error(e, state.retry_after_secs))
 }
 
+/// Records a listing call with its query string.
+async fn record_listing(
+    state: &AppState,
+    req: &HttpRequest,
+    admin: &Identity,
+    action: &'static str,
+    subject: Option<String>,
+) -> Result<(), ApiError> {
+    let detail = json!({ "query": req.query_string() });
+    record(state, req, admin, action, subject, detail).await
+}
+
 fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
     OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
         ApiError::invalid_request(format!(
@@ -286,13 +298,12 @@ pub async fn list_issuances(
 ) -> Result<HttpResponse, ApiError> {
     let admin = authorize(&req, &state).await?;
     let query = parse_query(req.query_string(), &state.cursor_key)?;
-    record(
+    record_listing(
         &state,
         &req,
         &admin,
         "list_issuances",
         query.subject.clone(),
-        json!({ "query": req.query_string() }),
     )
     .await?;
     let items = state
@@ -320,15 +331,7 @@ pub async fn list_revocations(
     let after = cursor
         .map(|c| decode_revocation_cursor(&state.cursor_key, &c))
         .transpose()?;
-    record(
-        &state,
-        &req,
-        &admin,
-        "list_revocations",
-        None,
-        json!({ "query": req.query_string() }),
-    )
-    .await?;
+    record_listing(&state, &req, &admin, "list_revocations", None).await?;
     let items = state
         .broker
         .audit()
@@ -384,15 +387,7 @@ pub async fn list_admin_actions(
         .find(|(f, _)| *f == "actor")
         .map(|(_, v)| v);
     // Recorded before reading, so the listing shows its own call too.
-    record(
-        &state,
-        &req,
-        &admin,
-        "list_admin_actions",
-        None,
-        json!({ "query": req.query_string() }),
-    )
-    .await?;
+    record_listing(&state, &req, &admin, "list_admin_actions", None).await?;
     let items = state
         .broker
         .audit()
