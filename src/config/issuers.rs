@@ -69,6 +69,24 @@ fn default_jwks_refresh() -> u64 {
 }
 
 impl IssuerSettings {
+    /// An issuer trusted for `audiences`, with every other key at its default.
+    pub fn new(issuer: String, audiences: Vec<String>) -> Self {
+        Self {
+            issuer,
+            audiences,
+            algorithms: default_algorithms(),
+            leeway_secs: default_leeway(),
+            groups_claim: None,
+            roles_claim: None,
+            jwks_min_refetch_secs: default_jwks_min_refetch(),
+            jwks_refresh_secs: default_jwks_refresh(),
+            discovery_url: None,
+            cache_key_claims: None,
+            email_claim: None,
+            name_claim: None,
+        }
+    }
+
     pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
         check_url(&format!("{key}.issuer"), &self.issuer)?;
         if let Some(url) = &self.discovery_url {

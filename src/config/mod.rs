@@ -318,20 +318,10 @@ mod tests {
 
     fn valid() -> Settings {
         Settings {
-            issuers: vec![IssuerSettings {
-                issuer: "https://tenant.auth0.com/".into(),
-                audiences: vec!["https://sts-bridge".into()],
-                algorithms: vec!["RS256".into()],
-                leeway_secs: 30,
-                groups_claim: None,
-                roles_claim: None,
-                jwks_min_refetch_secs: 60,
-                jwks_refresh_secs: 300,
-                discovery_url: None,
-                cache_key_claims: None,
-                email_claim: None,
-                name_claim: None,
-            }],
+            issuers: vec![IssuerSettings::new(
+                "https://tenant.auth0.com/".into(),
+                vec!["https://sts-bridge".into()],
+            )],
             targets: vec![TargetSettings {
                 name: "bigquery".into(),
                 kind: TargetKind::Workforce,
@@ -615,19 +605,7 @@ mod tests {
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        let text = r#"
-            [[issuers]]
-            issuer = "https://tenant.auth0.com/"
-            audiences = ["https://sts-bridge"]
-            [[targets]]
-            name = "bq"
-            kind = "workforce"
-            provider = "//iam.googleapis.com/locations/global/workforcePools/p/providers/a0"
-            allowed_scopes = ["https://www.googleapis.com/auth/cloud-platform"]
-            [cache]
-            max_entries = 10
-        "#;
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, format!("{MINIMAL}\n[cache]\nmax_entries = 10\n")).unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("STS_BRIDGE__CACHE__MAX_ENTRIES", "77");
             let s = Settings::load(Some(&path)).map_err(|e| e.to_string())?;

@@ -77,18 +77,9 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
     let mut settings = Settings {
         listen,
         issuers: vec![IssuerSettings {
-            issuer: issuer.issuer(),
-            audiences: vec![DEV_AUDIENCE.into()],
-            algorithms: vec!["RS256".into()],
-            leeway_secs: 30,
             groups_claim: Some(DEV_GROUPS_CLAIM.into()),
             roles_claim: Some(DEV_ROLES_CLAIM.into()),
-            jwks_min_refetch_secs: 60,
-            jwks_refresh_secs: 300,
-            discovery_url: None,
-            cache_key_claims: None,
-            email_claim: None,
-            name_claim: None,
+            ..IssuerSettings::new(issuer.issuer(), vec![DEV_AUDIENCE.into()])
         }],
         targets: vec![TargetSettings {
             name: DEV_TARGET.into(),
