@@ -17,7 +17,6 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,8 +40,23 @@ struct Fields {
     options: Option<String>,
     actor_token: Option<String>,
     actor_token_type: Option<String>,
-    seen: HashSet<&'static str>,
+    /// One bit per parameter of `PARAMETERS` already given.
+    seen: u16,
 }
+
+/// Every parameter the exchange reads, by its snake_case name.
+const PARAMETERS: [&str; 10] = [
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "audience",
+    "resource",
+    "scope",
+    "requested_token_type",
+    "options",
+    "actor_token",
+    "actor_token_type",
+];
 
 /// The snake_case name of a wire parameter (JSON may use Google's camelCase).
 fn canonical(name: &str) -> Option<&'static str> {
@@ -83,19 +97,22 @@ impl Fields {
         let Some(name) = canonical(name) else {
             return Ok(());
         };
-        if !self.seen.insert(name) {
+        let bit = 1 << PARAMETERS.iter().position(|p| *p == name).unwrap_or(0);
+        if self.seen & bit != 0 {
             return Err(ApiError::invalid_request(format!(
                 "parameter {name} is given more than once"
             )));
         }
+        self.seen |= bit;
         // A token file's trailing newline is harmless: a JWT never contains whitespace.
-        let value = if name == "subject_token" {
-            value.trim_ascii().to_owned()
-        } else {
-            value
+        let value = match value.trim_ascii() {
+            trimmed if name == "subject_token" && trimmed.len() != value.len() => {
+                trimmed.to_owned()
+            }
+            _ => value,
         };
         // Control characters have no place in any parameter, and must not reach the records.
-        if value.chars().any(char::is_control) {
+        if has_control(&value) {
             return Err(ApiError::invalid_request(format!(
                 "parameter {name} contains control characters"
             )));
@@ -105,6 +122,16 @@ impl Fields {
             *self.slot(name) = Some(value);
         }
         Ok(())
+    }
+}
+
+/// Whether `text` holds a control character (Unicode category Cc); a byte scan for the
+/// ASCII that every real parameter is, a character scan otherwise.
+fn has_control(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        text.chars().any(char::is_control)
     }
 }
 
@@ -548,6 +575,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_parameter_is_refused_when_repeated_and_others_are_not() {
+        for name in PARAMETERS {
+            let mut fields = Fields::default();
+            fields.set(name, "a".into()).unwrap();
+            for other in PARAMETERS.iter().filter(|p| **p != name) {
+                fields.set(other, "b".into()).unwrap();
+            }
+            assert!(fields.set(name, "c".into()).is_err(), "{name}");
+        }
+        // camelCase spellings are the same parameter.
+        let mut fields = Fields::default();
+        fields.set("subject_token", "a".into()).unwrap();
+        assert!(fields.set("subjectToken", "a".into()).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_unicode_text() {
+        for bad in ["a\u{0}b", "a\tb", "a\u{7f}", "é\u{85}", "\u{9f}"] {
+            assert!(has_control(bad), "{bad:?}");
+        }
+        for good in ["eyJhbGciOi.x-y_z", "é ü", "\u{a0}"] {
+            assert!(!has_control(good), "{good:?}");
+        }
+    }
 
     #[test]
     fn options_are_decoded_from_plain_single_and_double_encoding() {
