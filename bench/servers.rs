@@ -309,7 +309,9 @@ pub async fn run(options: Options) -> BenchResult<()> {
     let db = BenchDb::create(&options.database_url).await?;
     let result = measure(&options, &db).await;
     db.drop_now().await;
-    let report = result?;
+    let Some(report) = result? else {
+        return Ok(());
+    };
     let text = report.markdown();
     println!("{text}");
     std::fs::write(&options.out, &text).map_err(|e| format!("writing the report: {e}"))?;
@@ -317,7 +319,7 @@ pub async fn run(options: Options) -> BenchResult<()> {
     Ok(())
 }
 
-async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
+async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bind = |what| {
         devstack::bind_loopback("127.0.0.1:0".parse().expect("addr"))
@@ -390,7 +392,17 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
         }
         rounds.push(Round(results.map(|r| r.expect("measured"))));
     }
-    let peak_b = rounds.iter().map(|r| r.0[1].rps).sum::<f64>() / rounds.len() as f64;
+    let mean = |i: usize| rounds.iter().map(|r| r.0[i].rps).sum::<f64>() / rounds.len() as f64;
+    let peak_b = mean(1);
+    if options.compare_only {
+        println!(
+            "ratios to A: B {:.2}, C {:.2}, D {:.2}",
+            mean(1) / mean(0),
+            mean(2) / mean(0),
+            mean(3) / mean(0)
+        );
+        return Ok(None);
+    }
 
     let storm = cold_storm(&stack, b).await;
     println!(
@@ -433,7 +445,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
         soak.push((minute, r, rss));
     }
 
-    Ok(Report {
+    Ok(Some(Report {
         figures: Figures {
             rounds,
             storm_calls: storm.0,
@@ -446,7 +458,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
             seconds: options.seconds,
         },
         postgres: db.version().await,
-    })
+    }))
 }
 
 /// 1,000 simultaneous first requests for one subject: (upstream calls, answers 200).
