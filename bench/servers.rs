@@ -531,6 +531,7 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
     let record = IssuanceRecord {
         issued_at: time::OffsetDateTime::now_utc(),
         request_id: "00000000-0000-4000-8000-000000000000".into(),
+        server_request_id: Some("00000000-0000-4000-8000-000000000001".into()),
         issuer: "https://bench.invalid/".into(),
         subject: "auth0|writer-bench".into(),
         client_id: Some("bench-client".into()),

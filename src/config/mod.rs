@@ -10,6 +10,7 @@ mod clients;
 mod google;
 mod http;
 mod issuers;
+mod limits;
 mod load_error;
 mod log;
 mod metrics;
@@ -28,6 +29,7 @@ pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
+pub use limits::{LimitsSettings, RateSettings};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
@@ -83,6 +85,9 @@ pub struct Settings {
     /// Inbound HTTP strictness.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Rate limits per subject and per client address.
+    #[serde(default)]
+    pub limits: LimitsSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -105,6 +110,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             assertion: None,
             http: HttpSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -254,6 +260,7 @@ impl Settings {
         self.google.validate()?;
         self.cache.validate()?;
         self.http.validate()?;
+        self.limits.validate()?;
         self.audit.validate()?;
         let trusted: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
         self.admin.validate(&trusted)?;
