@@ -154,6 +154,11 @@ enabled = {token_cache}
 [audit]
 {records}
 
+# On, so their cost is in the figures, at rates the load generator never reaches.
+[limits]
+per_subject = {{ per_minute = 60000000, burst = 1000000 }}
+per_client_address = {{ per_minute = 60000000, burst = 1000000 }}
+
 [log]
 format = "json"
 filter = "warn"

@@ -63,7 +63,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedLimit<K> {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Keys currently tracked (after pending evictions).
+    /// Keys currently tracked (after pending evictions and admissions).
     pub async fn tracked(&self) -> u64 {
         self.limiters.run_pending_tasks().await;
         self.limiters.entry_count()
@@ -79,6 +79,34 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_spray_of_keys_never_grows_past_the_bound() {
+        let rate = Rate {
+            per_minute: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(1).unwrap(),
+        };
+        let limit = KeyedLimit::new(rate, 100);
+        for key in 0..5_000u32 {
+            // Each key is new, so each is allowed its one request.
+            assert!(limit.check(key).await.is_ok());
+        }
+        assert!(limit.tracked().await <= 100);
+    }
+
+    #[tokio::test]
+    async fn a_key_past_its_burst_waits_and_others_do_not() {
+        let rate = Rate {
+            per_minute: NonZeroU32::new(60).unwrap(),
+            burst: NonZeroU32::new(2).unwrap(),
+        };
+        let limit = KeyedLimit::new(rate, 100);
+        assert!(limit.check("a").await.is_ok());
+        assert!(limit.check("a").await.is_ok());
+        let wait = limit.check("a").await.unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limit.check("b").await.is_ok());
+    }
 
     #[test]
     fn retry_after_is_rounded_up_to_whole_seconds() {

@@ -80,16 +80,16 @@ impl RateSettings {
     }
 
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if !(1..=1_000_000).contains(&self.per_minute) {
+        if !(1..=60_000_000).contains(&self.per_minute) {
             return Err(invalid(
                 format!("{key}.per_minute"),
-                "must be between 1 and 1000000",
+                "must be between 1 and 60000000",
             ));
         }
-        if !(1..=100_000).contains(&self.burst) {
+        if !(1..=1_000_000).contains(&self.burst) {
             return Err(invalid(
                 format!("{key}.burst"),
-                "must be between 1 and 100000",
+                "must be between 1 and 1000000",
             ));
         }
         Ok(())

@@ -222,10 +222,12 @@ async fn check_address_limit(state: &AppState, client: Option<IpAddr>) -> Result
     };
     state.broker.metrics().rate_limited("client_address");
     let secs = crate::ratelimit::retry_after_secs(wait);
+    // The body is left unread, so the connection cannot carry another request.
     let error = ApiError::rate_limited(
         format!("too many exchanges from this address; try again in {secs} s"),
         secs,
-    );
+    )
+    .closing();
     Err(Refusal {
         reason: error.to_string(),
         error,
@@ -264,23 +266,21 @@ fn log_refusal(state: &AppState, refusal: &Refusal) {
         return;
     }
     let metrics = state.broker.metrics();
-    if refusal.malformed {
+    let (kind, message) = if refusal.malformed {
         metrics.malformed_request(code);
-    }
+        ("malformed_request", "malformed request refused")
+    } else {
+        ("rate_limited", "exchange refused by a rate limit")
+    };
     match state.malformed_log.admit() {
         Some(suppressed) => tracing::info!(
             outcome = "refused",
             error = code,
             reason = refusal.reason.as_str(),
             suppressed,
-            "{}",
-            if refusal.malformed {
-                "malformed request refused"
-            } else {
-                "exchange refused by a rate limit"
-            }
+            "{message}"
         ),
-        None => metrics.log_line_suppressed("malformed_request"),
+        None => metrics.log_line_suppressed(kind),
     }
 }
 
