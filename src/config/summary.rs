@@ -22,6 +22,14 @@ impl Settings {
         };
         let _ = writeln!(out, "  admin API         {admin}");
         let _ = writeln!(out, "  /metrics          {}", own(self.metrics.listen));
+        if self.admin.enabled {
+            let pinned = self.admin.issuer.as_deref().unwrap_or("any trusted issuer");
+            let _ = writeln!(
+                out,
+                "  admin tokens      permission {} from {pinned}",
+                self.admin.permission
+            );
+        }
         let proxies = if self.http.trusted_proxies.is_empty() {
             "none (forwarding headers ignored; the TCP peer is the client)".to_owned()
         } else {
@@ -52,14 +60,6 @@ impl Settings {
             l.refusal_records_per_subject.describe(),
             l.max_tracked_keys
         );
-        if self.admin.enabled {
-            let pinned = self.admin.issuer.as_deref().unwrap_or("any trusted issuer");
-            let _ = writeln!(
-                out,
-                "  admin tokens      permission {} from {pinned}",
-                self.admin.permission
-            );
-        }
         if let Some(a) = &self.assertion {
             let keys: Vec<String> = a
                 .keys
