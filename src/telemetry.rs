@@ -118,7 +118,8 @@ pub async fn with_request_id(
     req.extensions_mut()
         .insert(ServerRequestId(server_id.clone()));
     // `client` is filled in by Basic authentication or once a token has been validated
-    // (as its record names it), `subject` once a token has been validated.
+    // (as its record names it), `subject` once a token has been validated, `client_addr`
+    // by the token route once it has looked past the trusted proxies.
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -127,6 +128,7 @@ pub async fn with_request_id(
         path = req.path(),
         client = tracing::field::Empty,
         subject = tracing::field::Empty,
+        client_addr = tracing::field::Empty,
     );
     let mut response = next.call(req).instrument(span).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {

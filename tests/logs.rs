@@ -166,6 +166,7 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         let server_id = line["span"]["server_request_id"].as_str().unwrap();
         assert!(uuid::Uuid::parse_str(server_id).is_ok(), "{server_id}");
         server_ids.insert(server_id.to_owned());
+        assert_eq!(line["span"]["client_addr"], "127.0.0.1");
         assert_eq!(line["subject"], "auth0|alice");
         assert_eq!(line["target_name"], "bigquery");
         assert!(line["latency_ms"].is_u64());

@@ -291,6 +291,9 @@ async fn exchange(
     target: &mut Option<Arc<str>>,
 ) -> Result<Issued, Refusal> {
     let client = state.proxies.client(req.peer_addr(), req.headers());
+    if let Some(ip) = client {
+        tracing::Span::current().record("client_addr", tracing::field::display(ip));
+    }
     check_address_limit(state, client).await?;
     let rules = BodyRules {
         max_bytes: MAX_BODY_BYTES,
