@@ -154,6 +154,11 @@ enabled = {token_cache}
 [audit]
 {records}
 
+# On, so their cost is in the figures, at rates the load generator never reaches.
+[limits]
+per_subject = {{ per_minute = 60000000, burst = 1000000 }}
+per_client_address = {{ per_minute = 60000000, burst = 1000000 }}
+
 [log]
 format = "json"
 filter = "warn"
@@ -543,6 +548,7 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
     let record = IssuanceRecord {
         issued_at: time::OffsetDateTime::now_utc(),
         request_id: "00000000-0000-4000-8000-000000000000".into(),
+        server_request_id: Some("00000000-0000-4000-8000-000000000001".into()),
         issuer: "https://bench.invalid/".into(),
         subject: "auth0|writer-bench".into(),
         client_id: Some("bench-client".into()),

@@ -11,6 +11,7 @@ pub mod google;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod rfc8693;
 pub mod routes;
 pub mod secret;

@@ -2,8 +2,8 @@
 //! error codes, outcomes), never a subject or a token.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ pub struct Metrics {
     audit_batch_rows: Histogram,
     audit_flush_seconds: Histogram,
     audit_rows: IntCounterVec,
+    rate_limited: IntCounterVec,
+    refusal_records_dropped: IntCounter,
+    request_timeouts: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +83,14 @@ fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64])
         .register(Box::new(h.clone()))
         .expect("unique metric");
     h
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid counter");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -144,6 +155,9 @@ impl Metrics {
             audit_batch_rows: plain_histogram(&r, "sts_bridge_audit_batch_rows", "Rows written per INSERT statement.", BATCH_BUCKETS),
             audit_flush_seconds: plain_histogram(&r, "sts_bridge_audit_flush_duration_seconds", "Time to write one batch of issuance records.", LATENCY_BUCKETS),
             audit_rows: counter(&r, "sts_bridge_audit_rows_total", "Issuance rows written or failed.", &["result"]),
+            rate_limited: counter(&r, "sts_bridge_rate_limited_total", "Exchanges refused with 429 by a rate limit, by scope (subject or client_address).", &["scope"]),
+            refusal_records_dropped: plain_counter(&r, "sts_bridge_refusal_records_dropped_total", "Refusals answered but not written to the records because their subject was over the refusal-record rate."),
+            request_timeouts: plain_counter(&r, "sts_bridge_request_timeouts_total", "Exchanges answered 503 because they did not complete within http.request_timeout_ms."),
             registry: r,
         }
     }
@@ -156,6 +170,21 @@ impl Metrics {
         self.exchange_seconds
             .with_label_values(&[outcome])
             .observe(took.as_secs_f64());
+    }
+
+    /// An exchange refused by the rate limit of `scope` (`subject`, `client_address`).
+    pub fn rate_limited(&self, scope: &str) {
+        self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// A refusal left out of the records by the refusal-record rate.
+    pub fn refusal_record_dropped(&self) {
+        self.refusal_records_dropped.inc();
+    }
+
+    /// An exchange cut off by the request timeout.
+    pub fn request_timeout(&self) {
+        self.request_timeouts.inc();
     }
 
     /// A token refused by validation.

@@ -7,6 +7,7 @@ use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::{RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
+use crate::ratelimit::{KeyedLimit, Rate};
 use crate::routes::{self, AppState, Served};
 use crate::telemetry;
 use actix_web::dev::Server;
@@ -62,6 +63,9 @@ fn listeners(settings: &Settings) -> (Served, Vec<(SocketAddr, Served)>) {
     (public, extra)
 }
 
+/// How long the records still queued at exit may take to be written, after the grace period.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
 /// Log lines a second for requests refused before any token was validated.
 const MALFORMED_LOG_LINES_PER_SEC: u32 = 10;
 
@@ -70,6 +74,7 @@ fn serve(
     listener: TcpListener,
     served: Served,
     state: web::Data<AppState>,
+    shutdown_timeout: Duration,
 ) -> Result<Server, StartupError> {
     let addr = listener
         .local_addr()
@@ -84,7 +89,7 @@ fn serve(
     })
     .listen(listener)
     .map_err(|source| StartupError::Bind { addr, source })?
-    .shutdown_timeout(30)
+    .shutdown_timeout(shutdown_timeout.as_secs())
     .run())
 }
 
@@ -288,9 +293,18 @@ impl Application {
             verbose_errors: settings.http.verbose_errors,
             malformed_log: telemetry::LogThrottle::new(MALFORMED_LOG_LINES_PER_SEC),
             cursor_key: routes::CursorKey::new(settings.admin.cursor_secret.as_deref()),
+            request_timeout: settings.http.request_timeout(),
+            proxies: routes::TrustedProxies::new(settings.http.trusted_proxy_nets()),
+            address_limit: settings.limits.enabled.then(|| {
+                KeyedLimit::new(
+                    Rate::from(&settings.limits.per_client_address),
+                    settings.limits.max_tracked_keys,
+                )
+            }),
         });
         let (public, extra) = listeners(&settings);
-        let server = serve(listener, public, state.clone())?;
+        let grace = Duration::from_secs(settings.http.shutdown_timeout_secs);
+        let server = serve(listener, public, state.clone(), grace)?;
         let mut others = Vec::new();
         for (addr, served) in extra {
             let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
@@ -302,7 +316,11 @@ impl Application {
                 source,
             })?;
             tracing::info!(addr = %bound, admin = served.admin, metrics = served.metrics, "separate listener");
-            others.push((bound, served, serve(listener, served, state.clone())?));
+            others.push((
+                bound,
+                served,
+                serve(listener, served, state.clone(), grace)?,
+            ));
         }
         Ok(Self {
             port: port.port(),
@@ -344,21 +362,37 @@ impl Application {
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM); the separate listeners stop
-    /// on the same signals.
+    /// on the same signals. On a stop, new connections are refused, the exchanges under
+    /// way finish (for up to the grace period), and the records they queued are written
+    /// before this returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         for (_, _, server) in self.others {
             tokio::spawn(server);
         }
-        self.server.await
+        let served = self.server.await;
+        tracing::info!("stopped accepting; writing the queued issuance records");
+        // Every exchange that finished waited for its record; only those cut off at the
+        // end of the grace period may have left one in the queue.
+        let writer = &self.broker.audit().writer;
+        if writer.flush(FLUSH_AT_EXIT).await {
+            tracing::info!("issuance records written; exiting");
+        } else {
+            tracing::error!(
+                queued = writer.queue_depth(),
+                "issuance records still unwritten at exit"
+            );
+        }
+        served
     }
 }
 
 /// Opens the store, applies migrations, loads revocations and starts the writer.
 async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
-    let store = Store::connect(
+    let store = Store::connect_with(
         settings.database_url.as_deref(),
         &settings.sqlite_path,
         settings.pool_size,
+        settings.statement_timeout(),
     )
     .await?;
     store.migrate().await?;

@@ -159,12 +159,19 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         .filter(|l| l["message"] == "exchange issued" && l["subject"] != "auth0|dave")
         .collect();
     assert_eq!(issued.len(), 2, "one summary line per hand-out");
+    let mut server_ids = std::collections::HashSet::new();
     for line in &issued {
         assert_eq!(line["span"]["request_id"], "log-test-1");
+        // Beside the caller's id, which repeats, the server's own, which does not.
+        let server_id = line["span"]["server_request_id"].as_str().unwrap();
+        assert!(uuid::Uuid::parse_str(server_id).is_ok(), "{server_id}");
+        server_ids.insert(server_id.to_owned());
+        assert_eq!(line["span"]["client_addr"], "127.0.0.1");
         assert_eq!(line["subject"], "auth0|alice");
         assert_eq!(line["target_name"], "bigquery");
         assert!(line["latency_ms"].is_u64());
     }
+    assert_eq!(server_ids.len(), 2);
     let refused: Vec<&Value> = lines
         .iter()
         .filter(|l| l["message"] == "exchange refused")

@@ -36,8 +36,10 @@ impl Outcome {
 pub struct IssuanceRecord {
     /// When the exchange was decided.
     pub issued_at: OffsetDateTime,
-    /// Request id (from `X-Request-Id` or generated).
+    /// Request id: the caller's `X-Request-Id`, else the server's id.
     pub request_id: String,
+    /// The id the server generated for the request, whatever the caller sent.
+    pub server_request_id: Option<String>,
     /// Token issuer.
     pub issuer: String,
     /// Token subject: the person (or machine) the credential is for.
@@ -99,6 +101,10 @@ impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
         // Connection strings can carry passwords; sqlx errors do not include them.
         match e {
+            // A statement cancelled by `statement_timeout` is an outage, not a bad row.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                AuditError::Store(db.to_string())
+            }
             sqlx::Error::Database(db) => AuditError::Rejected(db.to_string()),
             other => AuditError::Store(other.to_string()),
         }

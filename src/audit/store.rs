@@ -15,9 +15,12 @@ use time::OffsetDateTime;
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// What [`Store::connect`] bounds each statement by.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
-    client_addr, user_agent, api_client, azp";
+    client_addr, user_agent, api_client, azp, server_request_id";
 
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
@@ -53,8 +56,10 @@ pub struct StoredIssuance {
     /// RFC 3339 time.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
-    /// Request id.
+    /// Request id: the caller's `X-Request-Id`, else the server's id.
     pub request_id: String,
+    /// The id the server generated for the request (absent on rows written before it was kept).
+    pub server_request_id: Option<String>,
     /// Token issuer.
     pub issuer: String,
     /// Subject.
@@ -182,11 +187,33 @@ impl Store {
         sqlite_path: &Path,
         pool_size: u32,
     ) -> Result<Self, AuditError> {
+        Self::connect_with(
+            database_url,
+            sqlite_path,
+            pool_size,
+            DEFAULT_STATEMENT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Like [`Store::connect`], each statement bounded by `statement_timeout` (Postgres
+    /// `statement_timeout`; SQLite waits that long for a lock at most).
+    pub async fn connect_with(
+        database_url: Option<&str>,
+        sqlite_path: &Path,
+        pool_size: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self, AuditError> {
         match database_url {
             Some(url) => {
-                let options = PgConnectOptions::from_str(url).map_err(|_| {
-                    AuditError::Store("DATABASE_URL is not a valid postgres:// URL".into())
-                })?;
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|_| {
+                        AuditError::Store("DATABASE_URL is not a valid postgres:// URL".into())
+                    })?
+                    .options([(
+                        "statement_timeout",
+                        statement_timeout.as_millis().to_string(),
+                    )]);
                 let tcp_peer = options
                     .get_socket()
                     .is_none()
@@ -217,7 +244,7 @@ impl Store {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(5));
+                    .busy_timeout(statement_timeout);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(pool_size.max(1))
                     .acquire_timeout(Duration::from_secs(3))
@@ -239,7 +266,22 @@ impl Store {
     /// Applies the migrations of this engine.
     pub async fn migrate(&self) -> Result<(), AuditError> {
         let result = match self {
-            Store::Postgres(pool) => PG_MIGRATIONS.run(pool).await,
+            Store::Postgres(pool) => {
+                // Rewriting a large table may take longer than any request should.
+                let mut conn = pool.acquire().await?;
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                let result = PG_MIGRATIONS.run(&mut *conn).await;
+                let reset = sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await;
+                if reset.is_err() {
+                    // Never hand an unbounded connection back to the pool.
+                    conn.close_on_drop();
+                }
+                result
+            }
             Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         };
         result.map_err(|e| AuditError::Store(format!("migration failed: {e}")))
@@ -451,7 +493,8 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         "INSERT INTO issuances ({COLUMNS}) SELECT * FROM UNNEST(\
          $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])"
+         $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+         $19::text[])"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
@@ -472,6 +515,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         .bind(col(|r| r.user_agent.clone()))
         .bind(col(|r| r.api_client.clone()))
         .bind(col(|r| r.azp.clone()))
+        .bind(col(|r| r.server_request_id.clone()))
         .execute(pool)
         .await?;
     Ok(())
@@ -498,7 +542,8 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(),
             .push_bind(r.client_addr.clone())
             .push_bind(r.user_agent.clone())
             .push_bind(r.api_client.clone())
-            .push_bind(r.azp.clone());
+            .push_bind(r.azp.clone())
+            .push_bind(r.server_request_id.clone());
     });
     b.build().execute(pool).await?;
     Ok(())
@@ -520,6 +565,7 @@ where
         issued_at: time_col(r, "issued_at")?
             .ok_or_else(|| AuditError::Store("issuance without a time".into()))?,
         request_id: r.try_get("request_id")?,
+        server_request_id: r.try_get("server_request_id")?,
         issuer: r.try_get("issuer")?,
         subject: r.try_get("subject")?,
         client_id: r.try_get("client_id")?,

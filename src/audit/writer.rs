@@ -5,7 +5,7 @@
 
 use super::{AuditError, IssuanceRecord, Store};
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -22,6 +22,8 @@ pub struct WriterStats {
     rows: AtomicU64,
     failed_rows: AtomicU64,
     largest_batch: AtomicU64,
+    /// Records enqueued and not yet answered by a commit or a failure.
+    outstanding: AtomicI64,
 }
 
 impl WriterStats {
@@ -88,12 +90,31 @@ impl AuditWriter {
         &self.stats
     }
 
+    /// Waits until every record enqueued so far is committed or has failed, at most
+    /// `within`; false when some are still outstanding then.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.stats.outstanding.load(Ordering::Acquire) <= 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Records an issuance and returns once it is committed.
     pub async fn record(&self, record: IssuanceRecord) -> Result<(), AuditError> {
         let (done, committed) = oneshot::channel();
+        self.stats.outstanding.fetch_add(1, Ordering::AcqRel);
         self.tx
             .send_timeout(Pending { record, done }, self.enqueue_timeout)
             .await
+            .inspect_err(|_| {
+                self.stats.outstanding.fetch_sub(1, Ordering::AcqRel);
+            })
             .map_err(|e| match e {
                 mpsc::error::SendTimeoutError::Timeout(_) => AuditError::QueueFull,
                 mpsc::error::SendTimeoutError::Closed(_) => AuditError::WriterStopped,
@@ -134,6 +155,9 @@ async fn run(
         let (store, stats, metrics) = (store.clone(), stats.clone(), metrics.clone());
         tokio::spawn(async move {
             let results = write(&store, &records, &stats, &metrics).await;
+            stats
+                .outstanding
+                .fetch_sub(records.len() as i64, Ordering::AcqRel);
             drop(slot);
             for (result, done) in results.into_iter().zip(waiting) {
                 let _ = done.send(result);

@@ -42,6 +42,11 @@ pub struct AuditSettings {
     /// database is slower than arrivals (at most `pool_size`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Longest a single database statement may run (ms): Postgres `statement_timeout`,
+    /// SQLite's busy timeout. A stuck statement then fails, and the caller gets a 503,
+    /// instead of holding a connection for good. Migrations are not bound by it.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -82,6 +87,9 @@ fn default_commit_timeout() -> u64 {
 fn default_max_in_flight() -> usize {
     4
 }
+fn default_statement_timeout() -> u64 {
+    5_000
+}
 fn default_revocation_poll() -> u64 {
     10
 }
@@ -99,11 +107,17 @@ impl Default for AuditSettings {
             commit_timeout_ms: default_commit_timeout(),
             revocation_poll_secs: default_revocation_poll(),
             max_in_flight: default_max_in_flight(),
+            statement_timeout_ms: default_statement_timeout(),
         }
     }
 }
 
 impl AuditSettings {
+    /// The statement timeout as a duration.
+    pub fn statement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.statement_timeout_ms)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -113,7 +127,7 @@ impl AuditSettings {
                 ));
             }
         }
-        let checks: [(&str, bool, &str); 9] = [
+        let checks: [(&str, bool, &str); 10] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
@@ -134,11 +148,11 @@ impl AuditSettings {
                 (1..=1_000_000).contains(&self.queue_capacity),
                 "between 1 and 1000000",
             ),
-            // 18 bound columns per row; SQLite allows 32766 parameters per statement.
+            // 19 bound columns per row; SQLite allows 32766 parameters per statement.
             (
                 "audit.max_batch",
-                (1..=1800).contains(&self.max_batch),
-                "between 1 and 1800",
+                (1..=1700).contains(&self.max_batch),
+                "between 1 and 1700",
             ),
             (
                 "audit.enqueue_timeout_ms",
@@ -154,6 +168,11 @@ impl AuditSettings {
                 "audit.revocation_poll_secs",
                 (1..=3600).contains(&self.revocation_poll_secs),
                 "between 1 and 3600",
+            ),
+            (
+                "audit.statement_timeout_ms",
+                (100..=600_000).contains(&self.statement_timeout_ms),
+                "between 100 and 600000",
             ),
             (
                 "audit.max_in_flight",

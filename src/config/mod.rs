@@ -10,6 +10,7 @@ mod clients;
 mod google;
 mod http;
 mod issuers;
+mod limits;
 mod load_error;
 mod log;
 mod metrics;
@@ -28,6 +29,7 @@ pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
+pub use limits::{LimitsSettings, RateSettings};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
@@ -83,6 +85,9 @@ pub struct Settings {
     /// Inbound HTTP strictness.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Rate limits per subject and per client address.
+    #[serde(default)]
+    pub limits: LimitsSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -105,6 +110,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             assertion: None,
             http: HttpSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -158,7 +164,7 @@ impl Settings {
     /// Facts that do not stop the service but that an operator should see: a target whose
     /// policy names nobody serves nobody.
     pub fn warnings(&self) -> Vec<String> {
-        self.targets
+        let mut warnings: Vec<String> = self.targets
             .iter()
             .enumerate()
             .filter(|(_, t)| !t.policy.names_anyone())
@@ -168,7 +174,15 @@ impl Settings {
                     t.name
                 )
             })
-            .collect()
+            .collect();
+        let needed = self.google.deadline_ms + self.audit.commit_timeout_ms;
+        if self.http.request_timeout_ms < needed {
+            warnings.push(format!(
+                "configuration key `http.request_timeout_ms`: {} ms is less than google.deadline_ms + audit.commit_timeout_ms ({needed} ms), so a slow exchange is cut off before Google's retries or the record's commit could finish",
+                self.http.request_timeout_ms
+            ));
+        }
+        warnings
     }
 
     /// Pass-through targets forward the caller's token to Google, which accepts only
@@ -254,6 +268,7 @@ impl Settings {
         self.google.validate()?;
         self.cache.validate()?;
         self.http.validate()?;
+        self.limits.validate()?;
         self.audit.validate()?;
         let trusted: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
         self.admin.validate(&trusted)?;
@@ -412,6 +427,35 @@ mod tests {
             warnings[0].contains("targets[0].policy") && warnings[0].contains("bigquery"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_request_timeout_shorter_than_googles_deadline_is_warned_about() {
+        let mut s = valid();
+        s.http.request_timeout_ms = 1_000;
+        s.validate().unwrap();
+        let warnings = s.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("http.request_timeout_ms"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_cidrs_or_addresses() {
+        let mut s = valid();
+        s.http.trusted_proxies = vec!["10.0.0.0/8".into(), "2001:db8::1".into()];
+        s.validate().unwrap();
+        s.http.trusted_proxies.push("10.0.0.0/33".into());
+        assert_eq!(problem_key(&s), "http.trusted_proxies[2]");
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_refused_by_key() {
+        let mut s = valid();
+        s.limits.per_subject.burst = 0;
+        assert_eq!(problem_key(&s), "limits.per_subject.burst");
     }
 
     #[test]

@@ -30,6 +30,36 @@ impl Settings {
                 self.admin.permission
             );
         }
+        let proxies = if self.http.trusted_proxies.is_empty() {
+            "none (forwarding headers ignored; the TCP peer is the client)".to_owned()
+        } else {
+            self.http.trusted_proxies.join(", ")
+        };
+        let _ = writeln!(out, "  trusted proxies   {proxies}");
+        let _ = writeln!(
+            out,
+            "  timeouts          body {} ms, exchange {} ms, shutdown {} s",
+            self.http.body_timeout_ms,
+            self.http.request_timeout_ms,
+            self.http.shutdown_timeout_secs
+        );
+        let l = &self.limits;
+        let rates = if l.enabled {
+            format!(
+                "per subject {}; per client address {}",
+                l.per_subject.describe(),
+                l.per_client_address.describe()
+            )
+        } else {
+            "off".to_owned()
+        };
+        let _ = writeln!(out, "rate limits:        {rates}");
+        let _ = writeln!(
+            out,
+            "  refusal records   per subject {}; at most {} keys tracked per limit",
+            l.refusal_records_per_subject.describe(),
+            l.max_tracked_keys
+        );
         if let Some(a) = &self.assertion {
             let keys: Vec<String> = a
                 .keys
@@ -114,8 +144,10 @@ impl Settings {
         let _ = writeln!(out, "issuance store:     {store}");
         let _ = writeln!(
             out,
-            "  retention {} days, revocations reloaded every {} s",
-            self.audit.retention_days, self.audit.revocation_poll_secs
+            "  retention {} days, revocations reloaded every {} s, statements time out after {} ms",
+            self.audit.retention_days,
+            self.audit.revocation_poll_secs,
+            self.audit.statement_timeout_ms
         );
         let _ = writeln!(
             out,

@@ -8,7 +8,7 @@ use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
 use crate::config::ClientSettings;
 use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
 use crate::secret::{fingerprint, Token};
-use crate::telemetry::RequestId;
+use crate::telemetry::{RequestId, ServerRequestId};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpMessage;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,6 +17,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -153,9 +154,19 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let mut target: Option<Arc<str>> = None;
-    let result = exchange(&req, payload, &state, &mut target).await;
-    let target = target.as_deref().unwrap_or("unknown");
+    let bounded = tokio::time::timeout(
+        state.request_timeout,
+        exchange(&req, payload, &state, &mut target),
+    );
     let metrics = state.broker.metrics();
+    let result = match bounded.await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics.request_timeout();
+            Err(timed_out(&state))
+        }
+    };
+    let target = target.as_deref().unwrap_or("unknown");
     match result {
         Ok(issued) => {
             metrics.exchange(
@@ -193,6 +204,8 @@ struct Refusal {
     reason: String,
     /// Refused before a token's signature was verified: anyone can cause as many as they like.
     malformed: bool,
+    /// Refused by a rate limit: logged at a bounded rate too.
+    rate_limited: bool,
 }
 
 impl From<ApiError> for Refusal {
@@ -201,8 +214,53 @@ impl From<ApiError> for Refusal {
             reason: error.to_string(),
             error,
             malformed: true,
+            rate_limited: false,
         }
     }
+}
+
+/// The answer to an exchange cut off by the request timeout. Its body may be unread, so
+/// the connection is closed.
+fn timed_out(state: &AppState) -> Refusal {
+    let error = ApiError::unavailable(
+        format!(
+            "the exchange did not complete within {} ms; try again in {} s",
+            state.request_timeout.as_millis(),
+            state.retry_after_secs
+        ),
+        state.retry_after_secs,
+    )
+    .closing();
+    Refusal {
+        reason: error.to_string(),
+        error,
+        malformed: false,
+        rate_limited: false,
+    }
+}
+
+/// Takes one exchange of the client address's allowance.
+async fn check_address_limit(state: &AppState, client: Option<IpAddr>) -> Result<(), Refusal> {
+    let (Some(limit), Some(ip)) = (&state.address_limit, client) else {
+        return Ok(());
+    };
+    let Err(wait) = limit.check(super::client_addr::limit_key(ip)).await else {
+        return Ok(());
+    };
+    state.broker.metrics().rate_limited("client_address");
+    let secs = crate::ratelimit::retry_after_secs(wait);
+    // The body is left unread, so the connection cannot carry another request.
+    let error = ApiError::rate_limited(
+        format!("too many exchanges from this address; try again in {secs} s"),
+        secs,
+    )
+    .closing();
+    Err(Refusal {
+        reason: error.to_string(),
+        error,
+        malformed: false,
+        rate_limited: true,
+    })
 }
 
 impl Refusal {
@@ -215,6 +273,7 @@ impl Refusal {
             error: ApiError::from_broker(e, state.retry_after_secs, state.verbose_errors),
             reason: e.to_string(),
             malformed,
+            rate_limited: matches!(e, BrokerError::RateLimited { .. }),
         }
     }
 }
@@ -224,7 +283,7 @@ impl Refusal {
 /// values the caller chose (`kid`, `iss`), which must not pass for other fields.
 fn log_refusal(state: &AppState, refusal: &Refusal) {
     let code = refusal.error.code();
-    if !refusal.malformed {
+    if !refusal.malformed && !refusal.rate_limited {
         tracing::info!(
             outcome = "refused",
             error = code,
@@ -234,16 +293,21 @@ fn log_refusal(state: &AppState, refusal: &Refusal) {
         return;
     }
     let metrics = state.broker.metrics();
-    metrics.malformed_request(code);
+    let (kind, message) = if refusal.malformed {
+        metrics.malformed_request(code);
+        ("malformed_request", "malformed request refused")
+    } else {
+        ("rate_limited", "exchange refused by a rate limit")
+    };
     match state.malformed_log.admit() {
         Some(suppressed) => tracing::info!(
             outcome = "refused",
             error = code,
             reason = refusal.reason.as_str(),
             suppressed,
-            "malformed request refused"
+            "{message}"
         ),
-        None => metrics.log_line_suppressed("malformed_request"),
+        None => metrics.log_line_suppressed(kind),
     }
 }
 
@@ -253,6 +317,11 @@ async fn exchange(
     state: &AppState,
     target: &mut Option<Arc<str>>,
 ) -> Result<Issued, Refusal> {
+    let client = state.proxies.client(req.peer_addr(), req.headers());
+    if let Some(ip) = client {
+        tracing::Span::current().record("client_addr", tracing::field::display(ip));
+    }
+    check_address_limit(state, client).await?;
     let rules = BodyRules {
         max_bytes: MAX_BODY_BYTES,
         timeout: state.body_timeout,
@@ -271,7 +340,7 @@ async fn exchange(
     }
     let mut exchange = build_request(fields)?;
     *target = state.broker.target_name(&exchange.audience);
-    exchange.context = request_context(req, client_id);
+    exchange.context = request_context(req, client, client_id);
     state
         .broker
         .exchange(exchange)
@@ -449,7 +518,11 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
 }
 
 /// What the issuance record keeps about the HTTP request, each value bounded.
-fn request_context(req: &HttpRequest, client_id: Option<String>) -> RequestContext {
+fn request_context(
+    req: &HttpRequest,
+    client: Option<IpAddr>,
+    client_id: Option<String>,
+) -> RequestContext {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -462,7 +535,11 @@ fn request_context(req: &HttpRequest, client_id: Option<String>) -> RequestConte
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default(),
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        server_request_id: req
+            .extensions()
+            .get::<ServerRequestId>()
+            .map(|r| r.0.clone()),
+        client_addr: client.map(|ip| ip.to_string()),
         user_agent: header("user-agent"),
         api_client: header("x-goog-api-client"),
         client_id,

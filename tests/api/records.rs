@@ -570,6 +570,7 @@ fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
     IssuanceRecord {
         issued_at: time::OffsetDateTime::now_utc() - time::Duration::days(days_ago),
         request_id: "old".into(),
+        server_request_id: None,
         issuer: "https://tenant.auth0.com/".into(),
         subject: subject.into(),
         client_id: None,
