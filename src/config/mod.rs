@@ -5,11 +5,13 @@
 mod admin;
 mod assertion;
 mod audit;
+mod breaker;
 mod cache;
 mod clients;
 mod google;
 mod http;
 mod issuers;
+mod jwks;
 mod load_error;
 mod log;
 mod metrics;
@@ -23,11 +25,13 @@ pub use assertion::{
     TargetMode, MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::AuditSettings;
+pub use breaker::BreakerSettings;
 pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
+pub use jwks::JwksSettings;
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
@@ -62,6 +66,9 @@ pub struct Settings {
     /// Google endpoints and outbound HTTP behaviour.
     #[serde(default)]
     pub google: GoogleSettings,
+    /// How the issuers' discovery documents and key sets are fetched.
+    #[serde(default)]
+    pub jwks: JwksSettings,
     /// Credential cache.
     #[serde(default)]
     pub cache: CacheSettings,
@@ -98,6 +105,7 @@ impl Default for Settings {
             clients: Vec::new(),
             require_client_auth: false,
             google: GoogleSettings::default(),
+            jwks: JwksSettings::default(),
             cache: CacheSettings::default(),
             log: LogSettings::default(),
             audit: AuditSettings::default(),
@@ -252,6 +260,7 @@ impl Settings {
         }
         self.validate_assertion()?;
         self.google.validate()?;
+        self.jwks.validate()?;
         self.cache.validate()?;
         self.http.validate()?;
         self.audit.validate()?;

@@ -110,6 +110,11 @@ impl ApiError {
     /// scopes: a caller with any valid token would otherwise learn the configuration.
     pub fn from_broker(e: &BrokerError, retry_after: u64, verbose: bool) -> Self {
         let code = e.oauth_code();
+        // An open breaker knows when its next probe is due; that beats the configured guess.
+        let retry_after = match e {
+            BrokerError::Google(GoogleError::CircuitOpen(wait)) => wait.as_secs().max(1),
+            _ => retry_after,
+        };
         let description = match e {
             BrokerError::Target(t) if !verbose => terse_target_error(t),
             BrokerError::UserProject { asked, target, .. } if !verbose => format!(

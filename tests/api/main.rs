@@ -19,5 +19,6 @@ mod records;
 mod reload;
 mod revocation;
 mod token_cache;
+mod upstream;
 mod validation;
 mod wire;
