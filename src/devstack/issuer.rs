@@ -114,7 +114,7 @@ struct State {
     keys: Mutex<Vec<SigningKey>>,
     jwks_requests: AtomicUsize,
     discovery_requests: AtomicUsize,
-    /// `Host` of each key-set request, in order.
+    /// `Host` and path of each key-set request, in order.
     jwks_hosts: Mutex<Vec<String>>,
     /// Status every key-set request is answered with instead of the keys.
     jwks_failure: Mutex<Option<u16>>,
@@ -182,7 +182,7 @@ impl DevIssuer {
         self.state.discovery_requests.load(Ordering::SeqCst)
     }
 
-    /// The `Host` header of every key-set request so far.
+    /// `Host` header and path of every key-set request so far (`127.0.0.1:PORT/keys/…`).
     pub fn jwks_request_hosts(&self) -> Vec<String> {
         self.state.jwks_hosts.lock().expect("hosts").clone()
     }
@@ -376,7 +376,11 @@ async fn jwks(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    state.jwks_hosts.lock().expect("hosts").push(host);
+    state
+        .jwks_hosts
+        .lock()
+        .expect("hosts")
+        .push(format!("{host}{}", req.path()));
     if let Some(status) = *state.jwks_failure.lock().expect("failure") {
         let status = actix_web::http::StatusCode::from_u16(status).expect("status");
         return HttpResponse::build(status).json(json!({

@@ -11,6 +11,7 @@ use rsa::pkcs1::EncodeRsaPublicKey;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -172,6 +173,14 @@ pub enum FetchError {
         /// What went wrong.
         reason: String,
     },
+    /// Not fetched: the issuer's breaker is open.
+    #[error("keys of {issuer} not fetched: the issuer failed repeatedly, so it is not called for {secs} s")]
+    Paused {
+        /// The issuer.
+        issuer: String,
+        /// Seconds until the next probe.
+        secs: u64,
+    },
     /// JWKS unreachable or malformed.
     #[error("key set at {url} failed: {reason}")]
     Jwks {
@@ -207,6 +216,9 @@ pub struct KeySet {
     /// one, so an issuer never sees more than one fetch of this service at a time,
     /// scheduled refreshes included.
     last_attempt: Mutex<Option<Instant>>,
+    /// Whether a request of the fetch under way found the issuer down (fetches are one
+    /// at a time, under `last_attempt`).
+    found_down: AtomicBool,
 }
 
 /// Upper bound on a discovery document or key set, so a hostile issuer cannot exhaust memory.
@@ -258,6 +270,7 @@ impl KeySet {
             metrics,
             loaded: RwLock::new(Loaded::default()),
             last_attempt: Mutex::new(None),
+            found_down: AtomicBool::new(false),
         }
     }
 
@@ -348,8 +361,26 @@ impl KeySet {
         self.loaded.read().expect("key set lock").last_error.clone()
     }
 
+    /// One fetch, through the breaker: it counts as a failure when a request found the
+    /// issuer down (no connection, timeout, 429, 5xx), as a success otherwise.
     async fn fetch(&self, discover: bool) -> Result<usize, FetchError> {
-        let result = self.fetch_keys(discover).await;
+        let result = match self.breaker.admit() {
+            Err(open) => Err(FetchError::Paused {
+                issuer: self.issuer.clone(),
+                secs: open.retry_after.as_secs(),
+            }),
+            Ok(mut admission) => {
+                admission.sent();
+                self.found_down.store(false, Ordering::Relaxed);
+                let result = self.fetch_keys(discover).await;
+                if self.found_down.load(Ordering::Relaxed) {
+                    admission.failed();
+                } else {
+                    admission.succeeded();
+                }
+                result
+            }
+        };
         self.loaded.write().expect("key set lock").last_error =
             result.as_ref().err().map(ToString::to_string);
         self.metrics
@@ -470,19 +501,11 @@ impl KeySet {
         keys
     }
 
-    /// GETs `url` through the breaker; `upstream` names it in the request metrics.
+    /// GETs `url`; `upstream` names it in the request metrics.
     async fn get(&self, upstream: &str, url: &str) -> Result<Vec<u8>, String> {
-        let mut admission = self.breaker.admit().map_err(|open| {
-            format!(
-                "not fetched: the issuer failed repeatedly, so it is not called for {} s",
-                open.retry_after.as_secs()
-            )
-        })?;
-        admission.sent();
         let result = get_bounded(&self.http, url, upstream, &self.metrics).await;
-        match &result {
-            Err(GetError::Unavailable(_)) => admission.failed(),
-            _ => admission.succeeded(),
+        if let Err(GetError::Unavailable(_)) = &result {
+            self.found_down.store(true, Ordering::Relaxed);
         }
         result.map_err(|e| match e {
             GetError::Unavailable(why) | GetError::Refused(why) => why,

@@ -196,3 +196,35 @@ async fn es256_tokens_are_refused_when_only_rs256_is_configured() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_issuer_requiring_at_jwt_refuses_id_tokens_and_tokens_without_that_typ() {
+    let app = spawn_app_with(|s| s.issuers[0].require_at_jwt = true).await;
+    let claims = alice_claims(&app);
+    let with_typ = |typ: Option<&str>| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(app.issuer.current_kid());
+        header.typ = typ.map(str::to_owned);
+        app.issuer.sign_with_header(&header, &claims)
+    };
+    for typ in [Some("JWT"), None] {
+        let text = assert_error(app.exchange(&with_typ(typ)).await, 400, "invalid_grant").await;
+        assert!(text.contains("at+jwt"), "{typ:?}: {text}");
+    }
+    assert_eq!(app.google.call_count(), 0);
+    for typ in ["at+jwt", "application/at+jwt"] {
+        let (status, body) = status_json(app.exchange(&with_typ(Some(typ))).await).await;
+        assert_eq!(status, 200, "{typ}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn without_require_at_jwt_a_token_typed_jwt_is_accepted() {
+    let app = spawn_app().await;
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(app.issuer.current_kid());
+    header.typ = Some("JWT".into());
+    let token = app.issuer.sign_with_header(&header, &alice_claims(&app));
+    let (status, body) = status_json(app.exchange(&token).await).await;
+    assert_eq!(status, 200, "{body}");
+}
