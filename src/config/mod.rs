@@ -359,6 +359,25 @@ mod tests {
     }
 
     #[test]
+    fn breaker_and_key_set_settings_out_of_range_name_their_key() {
+        let mut s = valid();
+        s.google.breaker.failure_threshold = 0;
+        assert_eq!(problem_key(&s), "google.breaker.failure_threshold");
+        let mut s = valid();
+        s.jwks.breaker.cool_down_secs = 0;
+        assert_eq!(problem_key(&s), "jwks.breaker.cool_down_secs");
+        let mut s = valid();
+        s.jwks.timeout_ms = 10;
+        assert_eq!(problem_key(&s), "jwks.timeout_ms");
+        let mut s = valid();
+        s.issuers[0].jwks_max_age_secs = s.issuers[0].jwks_refresh_secs;
+        assert_eq!(problem_key(&s), "issuers[0].jwks_max_age_secs");
+        let mut s = valid();
+        s.issuers[0].jwks_allowed_hosts = vec!["https://keys.example.com".into()];
+        assert_eq!(problem_key(&s), "issuers[0].jwks_allowed_hosts");
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
     fn the_documented_example_configuration_is_valid() {
         // Inside a jail: the environment is process-wide and another test changes it.
