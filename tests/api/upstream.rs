@@ -174,26 +174,27 @@ async fn background_refreshes_share_the_bound_on_calls_in_flight() {
         }
     }
     assert!(tasks.join_all().await.iter().all(|s| *s == 200));
+    let refreshed = |metrics: &str| {
+        sample(
+            metrics,
+            "sts_bridge_cache_refreshes_total",
+            &[("result", "ok")],
+        )
+    };
+    let mut metrics = scrape(&app).await;
     for _ in 0..100 {
-        if app.google.call_count() == 18 {
+        if refreshed(&metrics) == Some(6.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = scrape(&app).await;
     }
 
+    assert_eq!(refreshed(&metrics), Some(6.0), "six background refreshes");
     assert_eq!(
         app.google.call_count(),
         18,
         "6 warm-ups, 6 refreshes, 6 misses"
-    );
-    let metrics = scrape(&app).await;
-    assert_eq!(
-        sample(
-            &metrics,
-            "sts_bridge_cache_refreshes_total",
-            &[("result", "ok")]
-        ),
-        Some(6.0)
     );
     assert_eq!(app.google.max_in_flight(), 2, "google.max_concurrent_calls");
 }
