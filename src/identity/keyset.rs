@@ -32,6 +32,11 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// Whether the key may verify `alg` (its type allows it, and its `alg`, if any, is it).
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        self.parsed.iter().any(|(a, _)| *a == alg)
+    }
+
     /// Whether `signature` (raw bytes) over `message` verifies with this key under `alg`;
     /// false also when the key cannot verify `alg` at all.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {

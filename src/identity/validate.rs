@@ -168,10 +168,13 @@ impl Validator {
                 IdentityError::Rejected("key", "token header has no key id (`kid`)".into())
             })?;
         let key = self.key(issuer, kid).await?;
-        if key.family != alg.family() {
+        if key.family != alg.family() || !key.supports(alg) {
             return Err(IdentityError::Rejected(
                 "algorithm",
-                format!("key {} cannot verify {alg_name} signatures", printable(kid)),
+                format!(
+                    "key {} cannot verify {alg_name} signatures (the issuer publishes it for another algorithm)",
+                    printable(kid)
+                ),
             ));
         }
         let signature = URL_SAFE_NO_PAD
