@@ -3,6 +3,7 @@
 
 pub mod assertion;
 pub mod audit;
+pub mod breaker;
 pub mod broker;
 pub mod causes;
 pub mod config;

@@ -34,6 +34,10 @@ pub struct Metrics {
     validated_tokens: IntCounterVec,
     jwks_refreshes: IntCounterVec,
     jwks_keys: IntGaugeVec,
+    jwks_keys_skipped: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    breaker_rejections: IntCounterVec,
     audit_queue_depth: IntGauge,
     audit_batch_rows: Histogram,
     audit_flush_seconds: Histogram,
@@ -137,6 +141,16 @@ impl Metrics {
         .expect("valid gauge");
         r.register(Box::new(jwks_keys.clone()))
             .expect("unique metric");
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "sts_bridge_upstream_breaker_state",
+                "Circuit breaker per upstream: 0 closed, 1 open (calls refused at once), 2 half-open (one probe call).",
+            ),
+            &["upstream"],
+        )
+        .expect("valid gauge");
+        r.register(Box::new(breaker_state.clone()))
+            .expect("unique metric");
         Self {
             exchanges: counter(&r, "sts_bridge_exchanges_total", "Token exchanges answered, by target, source, outcome and error code.", &["target", "source", "outcome", "error"]),
             exchange_seconds: histogram(&r, "sts_bridge_exchange_duration_seconds", "Time to answer POST /v1/token.", LATENCY_BUCKETS, &["outcome"]),
@@ -151,6 +165,10 @@ impl Metrics {
             validated_tokens: counter(&r, "sts_bridge_validated_token_cache_total", "Validated-token cache lookups: hit (signature check skipped) or miss (full validation).", &["result"]),
             jwks_refreshes: counter(&r, "sts_bridge_jwks_refreshes_total", "Key set fetches per issuer, by result.", &["issuer", "result"]),
             jwks_keys,
+            jwks_keys_skipped: counter(&r, "sts_bridge_jwks_keys_skipped_total", "Keys of an issuer's key set left out at a fetch, by reason (weak, encryption, unsupported, invalid).", &["issuer", "reason"]),
+            breaker_state,
+            breaker_transitions: counter(&r, "sts_bridge_upstream_breaker_transitions_total", "Circuit breaker state changes per upstream, by the state entered.", &["upstream", "state"]),
+            breaker_rejections: counter(&r, "sts_bridge_upstream_breaker_rejections_total", "Upstream calls not made because the upstream's circuit breaker was open.", &["upstream"]),
             audit_queue_depth: gauge(&r, "sts_bridge_audit_queue_depth", "Issuance records waiting for the writer."),
             audit_batch_rows: plain_histogram(&r, "sts_bridge_audit_batch_rows", "Rows written per INSERT statement.", BATCH_BUCKETS),
             audit_flush_seconds: plain_histogram(&r, "sts_bridge_audit_flush_duration_seconds", "Time to write one batch of issuance records.", LATENCY_BUCKETS),
@@ -235,6 +253,29 @@ impl Metrics {
             .with_label_values(&[issuer, result])
             .inc();
         self.jwks_keys.with_label_values(&[issuer]).set(keys as i64);
+    }
+
+    /// A key left out of `issuer`'s key set, for a bounded `reason`.
+    pub fn jwks_key_skipped(&self, issuer: &str, reason: &str) {
+        self.jwks_keys_skipped
+            .with_label_values(&[issuer, reason])
+            .inc();
+    }
+
+    /// `upstream`'s breaker entered `state` (0 closed, 1 open, 2 half-open) named `name`;
+    /// `changed` is false for the initial value.
+    pub fn breaker_state(&self, upstream: &str, state: i64, name: &str, changed: bool) {
+        self.breaker_state.with_label_values(&[upstream]).set(state);
+        if changed {
+            self.breaker_transitions
+                .with_label_values(&[upstream, name])
+                .inc();
+        }
+    }
+
+    /// A call to `upstream` refused by its open breaker.
+    pub fn breaker_rejected(&self, upstream: &str) {
+        self.breaker_rejections.with_label_values(&[upstream]).inc();
     }
 
     /// One audit batch.

@@ -2,6 +2,7 @@
 
 use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
+use crate::breaker::Breaker;
 use crate::broker::Broker;
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::{RetryPolicy, StsClient};
@@ -212,12 +213,10 @@ impl Application {
             addr: settings.listen.to_string(),
             source,
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.google.timeout())
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sts-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // One client per kind of upstream: a slow issuer must not hold the connections or
+        // the timeouts Google STS needs, nor the other way round.
+        let sts_http = http_client(settings.google.connect_timeout(), settings.google.timeout())?;
+        let keys_http = http_client(settings.jwks.connect_timeout(), settings.jwks.timeout())?;
         let minter = settings
             .assertion
             .as_ref()
@@ -229,13 +228,12 @@ impl Application {
             .issuers
             .iter()
             .map(|i| {
-                let keys = KeySet::new(
-                    i.issuer.clone(),
-                    i.discovery_url.clone(),
-                    http.clone(),
-                    i.jwks_min_refetch(),
+                let breaker = Arc::new(Breaker::new(
+                    format!("jwks:{}", i.issuer),
+                    settings.jwks.breaker,
                     metrics.clone(),
-                );
+                ));
+                let keys = KeySet::new(i, keys_http.clone(), breaker, metrics.clone());
                 (i.clone(), Arc::new(keys))
             })
             .collect::<Vec<_>>();
@@ -249,11 +247,17 @@ impl Application {
             base_backoff: Duration::from_millis(100),
             max_concurrent: settings.google.max_concurrent_calls,
         };
+        let sts_breaker = Arc::new(Breaker::new(
+            "google_sts",
+            settings.google.breaker,
+            metrics.clone(),
+        ));
         let sts = StsClient::new(
-            http,
+            sts_http,
             settings.google.sts_url.clone(),
             metrics.clone(),
             retry,
+            sts_breaker,
         );
         let validated = &settings.cache.validated_tokens;
         let token_cache = validated.enabled.then(|| TokenCacheLimits {
@@ -384,6 +388,17 @@ impl Application {
         }
         served
     }
+}
+
+/// An outbound client with its own connection pool and timeouts; redirects are not
+/// followed, so an upstream cannot send a request (or a token) elsewhere.
+fn http_client(connect: Duration, whole: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(whole)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sts-bridge/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// Opens the store, applies migrations, loads revocations and starts the writer.

@@ -5,11 +5,13 @@
 mod admin;
 mod assertion;
 mod audit;
+mod breaker;
 mod cache;
 mod clients;
 mod google;
 mod http;
 mod issuers;
+mod jwks;
 mod limits;
 mod load_error;
 mod log;
@@ -24,11 +26,13 @@ pub use assertion::{
     TargetMode, MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::AuditSettings;
+pub use breaker::BreakerSettings;
 pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
+pub use jwks::JwksSettings;
 pub use limits::{LimitsSettings, RateSettings};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
@@ -64,6 +68,9 @@ pub struct Settings {
     /// Google endpoints and outbound HTTP behaviour.
     #[serde(default)]
     pub google: GoogleSettings,
+    /// How the issuers' discovery documents and key sets are fetched.
+    #[serde(default)]
+    pub jwks: JwksSettings,
     /// Credential cache.
     #[serde(default)]
     pub cache: CacheSettings,
@@ -103,6 +110,7 @@ impl Default for Settings {
             clients: Vec::new(),
             require_client_auth: false,
             google: GoogleSettings::default(),
+            jwks: JwksSettings::default(),
             cache: CacheSettings::default(),
             log: LogSettings::default(),
             audit: AuditSettings::default(),
@@ -266,6 +274,7 @@ impl Settings {
         }
         self.validate_assertion()?;
         self.google.validate()?;
+        self.jwks.validate()?;
         self.cache.validate()?;
         self.http.validate()?;
         self.limits.validate()?;
@@ -362,6 +371,25 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected an invalid key, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn breaker_and_key_set_settings_out_of_range_name_their_key() {
+        let mut s = valid();
+        s.google.breaker.failure_threshold = 0;
+        assert_eq!(problem_key(&s), "google.breaker.failure_threshold");
+        let mut s = valid();
+        s.jwks.breaker.cool_down_secs = 0;
+        assert_eq!(problem_key(&s), "jwks.breaker.cool_down_secs");
+        let mut s = valid();
+        s.jwks.timeout_ms = 10;
+        assert_eq!(problem_key(&s), "jwks.timeout_ms");
+        let mut s = valid();
+        s.issuers[0].jwks_max_age_secs = s.issuers[0].jwks_refresh_secs;
+        assert_eq!(problem_key(&s), "issuers[0].jwks_max_age_secs");
+        let mut s = valid();
+        s.issuers[0].jwks_allowed_hosts = vec!["https://keys.example.com".into()];
+        assert_eq!(problem_key(&s), "issuers[0].jwks_allowed_hosts");
     }
 
     #[test]

@@ -83,6 +83,20 @@ impl Settings {
                 .collect::<Vec<_>>()
                 .join("; ");
             let _ = writeln!(out, "    claims          {claims}");
+            let mut keys = format!(
+                "refreshed every {} s, not ready after {} s without a refresh",
+                i.jwks_refresh_secs, i.jwks_max_age_secs
+            );
+            if !i.jwks_allowed_hosts.is_empty() {
+                keys.push_str(&format!(
+                    "; may move to {}",
+                    i.jwks_allowed_hosts.join(", ")
+                ));
+            }
+            let _ = writeln!(out, "    key set         {keys}");
+            if i.require_at_jwt {
+                let _ = writeln!(out, "    token type      at+jwt only (RFC 9068)");
+            }
         }
         let _ = writeln!(out, "targets ({}):", self.targets.len());
         for t in &self.targets {
@@ -155,6 +169,29 @@ impl Settings {
             self.cache.max_entries, self.cache.refresh_margin_secs
         );
         let _ = writeln!(out, "google STS:         {}", self.google.sts_url);
+        let breaker = |b: &super::BreakerSettings| {
+            format!(
+                "breaker opens after {} failures in {} s, probes after {} s",
+                b.failure_threshold, b.window_secs, b.cool_down_secs
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  connect {} ms, call {} ms, {} attempts within {} ms, {} in flight; {}",
+            self.google.connect_timeout_ms,
+            self.google.timeout_ms,
+            self.google.max_attempts,
+            self.google.deadline_ms,
+            self.google.max_concurrent_calls,
+            breaker(&self.google.breaker)
+        );
+        let _ = writeln!(
+            out,
+            "issuer key fetches: connect {} ms, fetch {} ms; {}",
+            self.jwks.connect_timeout_ms,
+            self.jwks.timeout_ms,
+            breaker(&self.jwks.breaker)
+        );
         out
     }
 }

@@ -5,7 +5,7 @@ pub mod cli;
 mod google;
 mod issuer;
 
-pub use google::{BridgeTrust, GoogleStandIn, IssuedToken, StsCall};
+pub use google::{BridgeTrust, Fault, GoogleStandIn, IssuedToken, StsCall};
 pub use issuer::{
     DevIssuer, MintRequest, DEV_AUDIENCE, DEV_CLIENT, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM,
 };

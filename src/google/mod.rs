@@ -21,6 +21,10 @@ pub enum GoogleError {
     /// Google could not be reached, timed out, throttled or failed (5xx).
     #[error("Google STS is unavailable: {0}")]
     Unavailable(String),
+    /// Google failed repeatedly, so it was not called; it may be tried again after the
+    /// duration given.
+    #[error("Google STS is unavailable: it failed repeatedly, so it is not called for {} s", .0.as_secs())]
+    CircuitOpen(std::time::Duration),
     /// The subject token is one Google refuses (`invalid_grant`); it was not sent.
     #[error("{0}")]
     WouldRefuse(String),

@@ -142,6 +142,9 @@ impl Validator {
         check_typ(&header_json)?;
         let mut payload = decode_segment(payload_b64, "payload")?;
         let (index, issuer) = self.issuer_of(&payload)?;
+        if issuer.settings.require_at_jwt {
+            check_at_jwt(&header_json)?;
+        }
         let named = Algorithm::from_str(alg_name).ok();
         let alg = issuer
             .algorithms
@@ -165,10 +168,13 @@ impl Validator {
                 IdentityError::Rejected("key", "token header has no key id (`kid`)".into())
             })?;
         let key = self.key(issuer, kid).await?;
-        if key.family != alg.family() {
+        if key.family != alg.family() || !key.supports(alg) {
             return Err(IdentityError::Rejected(
                 "algorithm",
-                format!("key {} cannot verify {alg_name} signatures", printable(kid)),
+                format!(
+                    "key {} cannot verify {alg_name} signatures (the issuer publishes it for another algorithm)",
+                    printable(kid)
+                ),
             ));
         }
         let signature = URL_SAFE_NO_PAD
@@ -231,18 +237,21 @@ impl Validator {
             .enumerate()
             .find(|(_, i)| &i.settings.issuer == iss)
             .ok_or_else(|| {
-                let expected: Vec<&str> = self
+                // The caller is not authenticated yet: the trusted issuers are not named.
+                // A missing or extra trailing slash is the usual mistake, and saying so
+                // tells nothing the caller did not send.
+                let slash = self
                     .issuers
                     .iter()
-                    .map(|i| i.settings.issuer.as_str())
-                    .collect();
+                    .any(|i| i.settings.issuer.trim_end_matches('/') == iss.trim_end_matches('/'));
+                let hint = if slash {
+                    "; a trusted issuer differs from it by a trailing slash only"
+                } else {
+                    ""
+                };
                 IdentityError::Rejected(
                     "issuer",
-                    format!(
-                        "token issuer {} is not trusted; expected {}",
-                        printable(iss),
-                        expected.join(" or ")
-                    ),
+                    format!("token issuer {} is not trusted{hint}", printable(iss)),
                 )
             })
     }
@@ -331,6 +340,28 @@ fn check_typ(header: &Map<String, Value>) -> Result<(), IdentityError> {
     }
 }
 
+/// RFC 9068 §2.1: an access token says `at+jwt`; an ID token (`JWT` or no `typ`) is not one.
+fn check_at_jwt(header: &Map<String, Value>) -> Result<(), IdentityError> {
+    let typ = header
+        .get("typ")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if ["at+jwt", "application/at+jwt"].contains(&typ.to_ascii_lowercase().as_str()) {
+        return Ok(());
+    }
+    Err(IdentityError::Rejected(
+        "token_type",
+        format!(
+            "this issuer's access tokens carry `typ: at+jwt` (RFC 9068) and this token's is {}; send the access token, not an ID token",
+            if typ.is_empty() {
+                "absent".to_owned()
+            } else {
+                printable(typ)
+            }
+        ),
+    ))
+}
+
 fn check_claims(
     settings: &IssuerSettings,
     claims: VerifiedClaims,
@@ -338,11 +369,7 @@ fn check_claims(
     if claims.iss != settings.issuer {
         return Err(IdentityError::Rejected(
             "issuer",
-            format!(
-                "token issuer {} is not trusted; expected {}",
-                printable(&claims.iss),
-                settings.issuer
-            ),
+            format!("token issuer {} is not trusted", printable(&claims.iss)),
         ));
     }
     let audiences = match claims.aud {

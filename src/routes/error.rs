@@ -120,6 +120,11 @@ impl ApiError {
             return Self::rate_limited(e.to_string(), crate::ratelimit::retry_after_secs(*wait));
         }
         let code = e.oauth_code();
+        // An open breaker knows when its next probe is due; that beats the configured guess.
+        let retry_after = match e {
+            BrokerError::Google(GoogleError::CircuitOpen(wait)) => wait.as_secs().max(1),
+            _ => retry_after,
+        };
         let description = match e {
             BrokerError::Target(t) if !verbose => terse_target_error(t),
             BrokerError::UserProject { asked, target, .. } if !verbose => format!(

@@ -2,6 +2,7 @@
 //! `GET /metrics` (Prometheus).
 
 use super::AppState;
+use crate::identity::KeysNotReady;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -22,23 +23,40 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             store.engine()
         ));
     }
-    let missing: Vec<String> = state
-        .broker
-        .validator()
-        .key_sets()
-        .filter(|(_, keys)| !keys.is_loaded())
-        .map(|(issuer, keys)| match keys.last_error() {
+    let mut missing = Vec::new();
+    let mut stale = Vec::new();
+    for (issuer, keys) in state.broker.validator().key_sets() {
+        let with_cause = |cause: Option<String>| match cause {
             Some(cause) => format!("{issuer} ({cause})"),
             None => issuer.to_owned(),
-        })
-        .collect();
-    if missing.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
-    } else {
-        not_ready(format!(
+        };
+        match keys.readiness() {
+            Ok(()) => {}
+            Err(KeysNotReady::NeverLoaded(cause)) => missing.push(with_cause(cause)),
+            Err(KeysNotReady::Stale(age, cause)) => stale.push(format!(
+                "{}, not refreshed for {} s",
+                with_cause(cause),
+                age.as_secs()
+            )),
+        }
+    }
+    let mut reasons = Vec::new();
+    if !missing.is_empty() {
+        reasons.push(format!(
             "signing keys not loaded yet for {}",
             missing.join("; ")
-        ))
+        ));
+    }
+    if !stale.is_empty() {
+        reasons.push(format!(
+            "signing keys older than their maximum age for {}",
+            stale.join("; ")
+        ));
+    }
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else {
+        not_ready(reasons.join("; "))
     }
 }
 

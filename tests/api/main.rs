@@ -22,5 +22,6 @@ mod reload;
 mod revocation;
 mod shutdown;
 mod token_cache;
+mod upstream;
 mod validation;
 mod wire;
