@@ -2,8 +2,8 @@
 //! error codes, outcomes), never a subject or a token.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ pub struct Metrics {
     audit_batch_rows: Histogram,
     audit_flush_seconds: Histogram,
     audit_rows: IntCounterVec,
+    audit_writer_restarts: IntCounter,
+    audit_writer_up: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +82,14 @@ fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64])
         .register(Box::new(h.clone()))
         .expect("unique metric");
     h
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid counter");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -144,6 +154,8 @@ impl Metrics {
             audit_batch_rows: plain_histogram(&r, "sts_bridge_audit_batch_rows", "Rows written per INSERT statement.", BATCH_BUCKETS),
             audit_flush_seconds: plain_histogram(&r, "sts_bridge_audit_flush_duration_seconds", "Time to write one batch of issuance records.", LATENCY_BUCKETS),
             audit_rows: counter(&r, "sts_bridge_audit_rows_total", "Issuance rows written or failed.", &["result"]),
+            audit_writer_restarts: plain_counter(&r, "sts_bridge_audit_writer_restarts_total", "Times the issuance writer died and was started again."),
+            audit_writer_up: gauge(&r, "sts_bridge_audit_writer_up", "1 while the issuance writer runs, 0 while it waits for its restart."),
             registry: r,
         }
     }
@@ -216,6 +228,16 @@ impl Metrics {
         self.audit_rows
             .with_label_values(&[result])
             .inc_by(rows as u64);
+    }
+
+    /// The issuance writer died (`false`) or was started again (`true`).
+    pub fn audit_writer_up(&self, up: bool) {
+        self.audit_writer_up.set(i64::from(up));
+    }
+
+    /// The issuance writer was started again after it died.
+    pub fn audit_writer_restarted(&self) {
+        self.audit_writer_restarts.inc();
     }
 
     /// The Prometheus text exposition, after setting the gauges read at scrape time.

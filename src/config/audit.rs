@@ -42,6 +42,10 @@ pub struct AuditSettings {
     /// database is slower than arrivals (at most `pool_size`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// First wait (ms) before a dead record writer is started again; doubles on each
+    /// death in a row, up to 30 s.
+    #[serde(default = "default_writer_restart_backoff")]
+    pub writer_restart_backoff_ms: u64,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -82,6 +86,9 @@ fn default_commit_timeout() -> u64 {
 fn default_max_in_flight() -> usize {
     4
 }
+fn default_writer_restart_backoff() -> u64 {
+    100
+}
 fn default_revocation_poll() -> u64 {
     10
 }
@@ -99,6 +106,7 @@ impl Default for AuditSettings {
             commit_timeout_ms: default_commit_timeout(),
             revocation_poll_secs: default_revocation_poll(),
             max_in_flight: default_max_in_flight(),
+            writer_restart_backoff_ms: default_writer_restart_backoff(),
         }
     }
 }
@@ -113,7 +121,7 @@ impl AuditSettings {
                 ));
             }
         }
-        let checks: [(&str, bool, &str); 9] = [
+        let checks: [(&str, bool, &str); 10] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
@@ -159,6 +167,11 @@ impl AuditSettings {
                 "audit.max_in_flight",
                 (1..=self.pool_size as usize).contains(&self.max_in_flight),
                 "between 1 and audit.pool_size",
+            ),
+            (
+                "audit.writer_restart_backoff_ms",
+                (10..=30_000).contains(&self.writer_restart_backoff_ms),
+                "between 10 and 30000",
             ),
         ];
         for (key, ok, rule) in checks {

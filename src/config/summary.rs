@@ -114,8 +114,8 @@ impl Settings {
         let _ = writeln!(out, "issuance store:     {store}");
         let _ = writeln!(
             out,
-            "  retention {} days, revocations reloaded every {} s",
-            self.audit.retention_days, self.audit.revocation_poll_secs
+            "  retention {} days, revocations reloaded every {} s, a dead record writer restarted after {} ms (doubling up to 30 s)",
+            self.audit.retention_days, self.audit.revocation_poll_secs, self.audit.writer_restart_backoff_ms
         );
         let _ = writeln!(
             out,
