@@ -13,6 +13,8 @@ pub use admin::{lift, list_admin_actions, list_issuances, list_revocations, revo
 pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
+#[cfg(feature = "fuzzing")]
+pub use token::fuzzing;
 pub use token::{token, MAX_BODY_BYTES};
 
 use crate::assertion::Minter;
