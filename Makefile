@@ -64,18 +64,19 @@ bench:
 ## toolchain, installs cargo-fuzz from crates.io when missing. Sanitizer builds recompile
 ## every dependency, so they get their own FUZZ_TARGET_DIR. Findings land in fuzz/artifacts/.
 FUZZ_SECONDS    ?= 60
+FUZZ_TOOLCHAIN  ?= nightly
 FUZZ_TARGETS    ?= token_form token_json options basic_header token_header
 FUZZ_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(dir $(CARGO_TARGET_DIR))target-fuzz,$(CURDIR)/fuzz/target)
 fuzz:
-	@cargo +nightly --version >/dev/null 2>&1 || { \
-		echo "make fuzz needs a nightly Rust toolchain (cargo-fuzz builds with sanitizer flags only nightly has):" >&2; \
-		echo "  rustup toolchain install nightly" >&2; exit 1; }
+	@cargo +$(FUZZ_TOOLCHAIN) --version >/dev/null 2>&1 || { \
+		echo "make fuzz needs a nightly Rust toolchain ($(FUZZ_TOOLCHAIN)): cargo-fuzz builds with sanitizer flags only nightly has." >&2; \
+		echo "  rustup toolchain install $(FUZZ_TOOLCHAIN)" >&2; exit 1; }
 	@cargo fuzz --version >/dev/null 2>&1 || { \
 		echo "installing cargo-fuzz from crates.io"; cargo install --locked cargo-fuzz; }
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t; \
 		echo "== $$t: $(FUZZ_SECONDS) s"; \
-		cargo +nightly fuzz run --fuzz-dir fuzz --target-dir $(FUZZ_TARGET_DIR) $$t \
+		cargo +$(FUZZ_TOOLCHAIN) fuzz run --fuzz-dir fuzz --target-dir $(FUZZ_TARGET_DIR) $$t \
 			fuzz/corpus/$$t fuzz/seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 -print_final_stats=1 \
 			|| { echo "fuzz target $$t found a crash: see fuzz/artifacts/$$t/" >&2; exit 1; }; \
