@@ -538,13 +538,21 @@ async fn many_subjects(stack: &Stack, server: Server, n: usize) -> BenchResult<R
 
 /// The group-commit writer alone, in this process, into the bench database.
 async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
-    use sts_bridge::audit::{AuditWriter, IssuanceRecord, Outcome, Store};
+    use sts_bridge::audit::{AuditWriter, IssuanceRecord, Outcome, Store, WriterLimits};
     let store = Store::connect(Some(url), Path::new("unused"), 8)
         .await
         .map_err(|e| e.to_string())?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let metrics = Arc::new(sts_bridge::metrics::Metrics::new());
-    let writer = AuditWriter::start(store, metrics.clone(), 10_000, 512, 4, secs(5), secs(30));
+    let limits = WriterLimits {
+        capacity: 10_000,
+        max_batch: 512,
+        max_in_flight: 4,
+        enqueue_timeout: secs(5),
+        commit_timeout: secs(30),
+        restart_backoff: Duration::from_millis(100),
+    };
+    let writer = AuditWriter::start(store, metrics.clone(), limits);
     let record = IssuanceRecord {
         issued_at: time::OffsetDateTime::now_utc(),
         request_id: "00000000-0000-4000-8000-000000000000".into(),

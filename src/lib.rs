@@ -8,6 +8,8 @@ pub mod broker;
 pub mod causes;
 pub mod config;
 pub mod devstack;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod google;
 pub mod identity;
 pub mod metrics;

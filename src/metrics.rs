@@ -45,6 +45,8 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     refusal_records_dropped: IntCounter,
     request_timeouts: IntCounter,
+    audit_writer_restarts: IntCounter,
+    audit_writer_up: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -176,6 +178,8 @@ impl Metrics {
             rate_limited: counter(&r, "sts_bridge_rate_limited_total", "Exchanges refused with 429 by a rate limit, by scope (subject or client_address).", &["scope"]),
             refusal_records_dropped: plain_counter(&r, "sts_bridge_refusal_records_dropped_total", "Refusals answered but not written to the records because their subject was over the refusal-record rate."),
             request_timeouts: plain_counter(&r, "sts_bridge_request_timeouts_total", "Exchanges answered 503 because they did not complete within http.request_timeout_ms."),
+            audit_writer_restarts: plain_counter(&r, "sts_bridge_audit_writer_restarts_total", "Times the issuance writer died and was started again."),
+            audit_writer_up: gauge(&r, "sts_bridge_audit_writer_up", "1 while the issuance writer runs, 0 while it waits for its restart."),
             registry: r,
         }
     }
@@ -286,6 +290,16 @@ impl Metrics {
         self.audit_rows
             .with_label_values(&[result])
             .inc_by(rows as u64);
+    }
+
+    /// The issuance writer died (`false`) or was started again (`true`).
+    pub fn audit_writer_up(&self, up: bool) {
+        self.audit_writer_up.set(i64::from(up));
+    }
+
+    /// The issuance writer was started again after it died.
+    pub fn audit_writer_restarted(&self) {
+        self.audit_writer_restarts.inc();
     }
 
     /// The Prometheus text exposition, after setting the gauges read at scrape time.

@@ -1,7 +1,7 @@
 //! Builds the application: shared state, routes, background tasks.
 
 use crate::assertion::{AssertionError, Minter};
-use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
+use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store, WriterLimits};
 use crate::breaker::Breaker;
 use crate::broker::Broker;
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
@@ -417,11 +417,14 @@ async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<A
     let writer = AuditWriter::start(
         store.clone(),
         metrics,
-        settings.queue_capacity,
-        settings.max_batch,
-        settings.max_in_flight,
-        Duration::from_millis(settings.enqueue_timeout_ms),
-        Duration::from_millis(settings.commit_timeout_ms),
+        WriterLimits {
+            capacity: settings.queue_capacity,
+            max_batch: settings.max_batch,
+            max_in_flight: settings.max_in_flight,
+            enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
+            commit_timeout: Duration::from_millis(settings.commit_timeout_ms),
+            restart_backoff: Duration::from_millis(settings.writer_restart_backoff_ms),
+        },
     );
     Ok(Audit {
         store,
@@ -451,7 +454,8 @@ fn spawn_revocation_poller(broker: Arc<Broker>, every: Duration) {
     });
 }
 
-/// Purges issuance records past the retention period, in bounded batches.
+/// Purges issuance records past the retention period, in bounded batches, on one replica
+/// at a time: the others skip their turn while one holds the purge lock.
 fn spawn_retention(broker: Arc<Broker>, settings: &AuditSettings) {
     const BATCH: i64 = 10_000;
     let retention = time::Duration::days(i64::from(settings.retention_days));
@@ -462,24 +466,15 @@ fn spawn_retention(broker: Arc<Broker>, settings: &AuditSettings) {
         loop {
             ticker.tick().await;
             let cutoff = time::OffsetDateTime::now_utc() - retention;
-            let store = &broker.audit().store;
-            let mut purged = 0;
-            loop {
-                match store.purge_issuances_before(cutoff, BATCH).await {
-                    Ok(n) => {
-                        purged += n;
-                        if n < BATCH as u64 {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retention purge failed; will retry");
-                        break;
-                    }
+            match broker.audit().store.purge_expired(cutoff, BATCH).await {
+                Ok(Some(0)) => {}
+                Ok(Some(rows)) => {
+                    tracing::info!(rows, "purged issuance records past retention")
                 }
-            }
-            if purged > 0 {
-                tracing::info!(rows = purged, "purged issuance records past retention");
+                Ok(None) => {
+                    tracing::debug!("retention purge skipped: another replica holds the purge lock")
+                }
+                Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
             }
         }
     });

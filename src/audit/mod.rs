@@ -7,8 +7,10 @@ mod store;
 mod writer;
 
 pub use revocations::{Revocation, Revocations, ANY_ISSUER};
-pub use store::{AdminAction, IssuanceQuery, Store, StoredAdminAction, StoredIssuance};
-pub use writer::{AuditWriter, WriterStats};
+pub use store::{
+    AdminAction, IssuanceQuery, PurgeLock, Store, StoredAdminAction, StoredIssuance, PURGE_LOCK_KEY,
+};
+pub use writer::{AuditWriter, WriterLimits, WriterStats};
 
 use time::OffsetDateTime;
 

@@ -2,9 +2,10 @@
 
 use super::{AuditError, IssuanceRecord, Revocation};
 use serde::Serialize;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,6 +22,12 @@ const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
     client_addr, user_agent, api_client, azp, server_request_id";
+
+/// Key of the Postgres advisory lock held by the replica purging old records ("sts_purg").
+pub const PURGE_LOCK_KEY: i64 = 0x7374_735f_7075_7267;
+
+const PURGE_SQL: &str = "DELETE FROM issuances WHERE id IN \
+     (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
 
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
@@ -471,14 +478,111 @@ impl Store {
         cutoff: OffsetDateTime,
         batch: i64,
     ) -> Result<u64, AuditError> {
-        const SQL: &str = "DELETE FROM issuances WHERE id IN \
-             (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
-        Ok(per_engine!(self, |pool, time, _read| sqlx::query(SQL)
-            .bind(time(cutoff))
-            .bind(batch)
-            .execute(pool)
-            .await?
-            .rows_affected()))
+        Ok(per_engine!(self, |pool, time, _read| sqlx::query(
+            PURGE_SQL
+        )
+        .bind(time(cutoff))
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
+    /// The right to purge, when no other replica holds it. On Postgres that is the session
+    /// advisory lock [`PURGE_LOCK_KEY`] on a connection of its own; a SQLite file has one
+    /// process writing it, so the right is always there.
+    pub async fn try_purge_lock(&self) -> Result<Option<PurgeLock>, AuditError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(Some(PurgeLock {
+                store: self.clone(),
+                conn: None,
+            }));
+        };
+        let mut conn = pool.acquire().await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(held.then(|| PurgeLock {
+            store: self.clone(),
+            conn: Some(conn),
+        }))
+    }
+
+    /// Deletes the issuances older than `cutoff`, `batch` rows per statement so that no
+    /// transaction grows large; `None` (nothing deleted) while another replica purges.
+    pub async fn purge_expired(
+        &self,
+        cutoff: OffsetDateTime,
+        batch: i64,
+    ) -> Result<Option<u64>, AuditError> {
+        let Some(mut lock) = self.try_purge_lock().await? else {
+            return Ok(None);
+        };
+        let mut purged = 0;
+        let outcome = loop {
+            match lock.purge_before(cutoff, batch).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < batch as u64 {
+                        break Ok(Some(purged));
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        lock.release().await;
+        outcome
+    }
+}
+
+/// The right to purge old records, held by one replica at a time; see
+/// [`Store::try_purge_lock`]. Dropped without [`PurgeLock::release`], its connection is
+/// closed, which ends the session and so frees the lock.
+pub struct PurgeLock {
+    store: Store,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl PurgeLock {
+    /// Deletes at most `batch` issuances older than `cutoff`; returns how many went.
+    pub async fn purge_before(
+        &mut self,
+        cutoff: OffsetDateTime,
+        batch: i64,
+    ) -> Result<u64, AuditError> {
+        match self.conn.as_mut() {
+            Some(conn) => Ok(sqlx::query(PURGE_SQL)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected()),
+            None => self.store.purge_issuances_before(cutoff, batch).await,
+        }
+    }
+
+    /// Frees the lock for the other replicas.
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await;
+        if !matches!(unlocked, Ok(true)) {
+            // A pooled session still holding the lock would keep every replica from purging.
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for PurgeLock {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
     }
 }
 

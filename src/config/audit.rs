@@ -47,6 +47,10 @@ pub struct AuditSettings {
     /// instead of holding a connection for good. Migrations are not bound by it.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_ms: u64,
+    /// First wait (ms) before a dead record writer is started again; doubles on each
+    /// death in a row, up to 30 s.
+    #[serde(default = "default_writer_restart_backoff")]
+    pub writer_restart_backoff_ms: u64,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -90,6 +94,9 @@ fn default_max_in_flight() -> usize {
 fn default_statement_timeout() -> u64 {
     5_000
 }
+fn default_writer_restart_backoff() -> u64 {
+    100
+}
 fn default_revocation_poll() -> u64 {
     10
 }
@@ -108,6 +115,7 @@ impl Default for AuditSettings {
             revocation_poll_secs: default_revocation_poll(),
             max_in_flight: default_max_in_flight(),
             statement_timeout_ms: default_statement_timeout(),
+            writer_restart_backoff_ms: default_writer_restart_backoff(),
         }
     }
 }
@@ -178,6 +186,11 @@ impl AuditSettings {
                 "audit.max_in_flight",
                 (1..=self.pool_size as usize).contains(&self.max_in_flight),
                 "between 1 and audit.pool_size",
+            ),
+            (
+                "audit.writer_restart_backoff_ms",
+                (10..=30_000).contains(&self.writer_restart_backoff_ms),
+                "between 10 and 30000",
             ),
         ];
         for (key, ok, rule) in checks {

@@ -158,10 +158,11 @@ impl Settings {
         let _ = writeln!(out, "issuance store:     {store}");
         let _ = writeln!(
             out,
-            "  retention {} days, revocations reloaded every {} s, statements time out after {} ms",
+            "  retention {} days, revocations reloaded every {} s, statements time out after {} ms, a dead record writer restarted after {} ms (doubling up to 30 s)",
             self.audit.retention_days,
             self.audit.revocation_poll_secs,
-            self.audit.statement_timeout_ms
+            self.audit.statement_timeout_ms,
+            self.audit.writer_restart_backoff_ms
         );
         let _ = writeln!(
             out,

@@ -7,6 +7,8 @@ mod validate;
 
 pub use keyset::{FetchError, KeySet, KeysNotReady, VerifyingKey};
 pub use token_cache::TokenCacheLimits;
+#[cfg(feature = "fuzzing")]
+pub use validate::parse_unverified;
 
 use crate::config::IssuerSettings;
 use std::sync::Arc;

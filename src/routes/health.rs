@@ -11,8 +11,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: every trusted issuer's signing keys are loaded and the store answers.
+/// Readiness: every trusted issuer's signing keys are loaded, the store answers and the
+/// record writer runs.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(cause) = state.broker.audit().writer.stopped() {
+        return not_ready(format!(
+            "the issuance writer stopped and is being restarted: {cause}"
+        ));
+    }
     let store = &state.broker.audit().store;
     let store_up = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping())
         .await

@@ -15,6 +15,8 @@ pub use client_addr::TrustedProxies;
 pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
+#[cfg(feature = "fuzzing")]
+pub use token::fuzzing;
 pub use token::{token, MAX_BODY_BYTES};
 
 use crate::assertion::Minter;

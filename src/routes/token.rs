@@ -649,6 +649,47 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The request parsing any caller reaches, for the fuzz targets. Each returns whether the
+/// input was accepted; a panic is the finding.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::*;
+
+    /// A form body, through to the exchange request.
+    pub fn form(body: &[u8]) -> bool {
+        parse_form(body).and_then(build_request).is_ok()
+    }
+
+    /// A JSON body, through to the exchange request.
+    pub fn json(body: &[u8]) -> bool {
+        parse_json(body).and_then(build_request).is_ok()
+    }
+
+    /// An `options` value as it is after the form decoding.
+    pub fn options(raw: &str) -> bool {
+        decode_options(raw).is_ok()
+    }
+
+    /// An `Authorization` header value, checked against one configured client.
+    pub fn authorization(value: &[u8]) -> bool {
+        let Ok(value) = header::HeaderValue::from_bytes(value) else {
+            return false;
+        };
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::AUTHORIZATION, value))
+            .to_http_request();
+        let clients = [ClientSettings {
+            id: "client".into(),
+            // SHA-256 of "secret".
+            secret_sha256: "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+                .into(),
+            azp: Vec::new(),
+            targets: Vec::new(),
+        }];
+        authenticate_client(&req, &clients).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,6 +756,155 @@ mod tests {
                 Some(("a".into(), "~~~".into())),
                 "{encoded}"
             );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+        /// What a caller asks for, in the shapes the parsers must carry through unchanged.
+        #[derive(Debug, Clone)]
+        struct Asked {
+            token: String,
+            audience: String,
+            scopes: Vec<String>,
+            project: Option<String>,
+            /// How many times `options` is percent-encoded before the form encoding.
+            encodings: usize,
+        }
+
+        fn asked() -> impl Strategy<Value = Asked> {
+            (
+                "[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{0,40}",
+                "\\PC{1,60}",
+                vec("[a-z0-9:/._-]{1,30}", 0..4),
+                proptest::option::of("[a-z][a-z0-9.:-]{0,30}"),
+                0..=2usize,
+            )
+                .prop_map(|(token, audience, scopes, project, encodings)| Asked {
+                    token,
+                    audience,
+                    scopes,
+                    project,
+                    encodings,
+                })
+        }
+
+        fn encoded_times(text: &str, times: usize) -> String {
+            (0..times).fold(text.to_owned(), |t, _| {
+                utf8_percent_encode(&t, NON_ALPHANUMERIC).to_string()
+            })
+        }
+
+        fn options_json(project: &str) -> String {
+            json!({ "userProject": project }).to_string()
+        }
+
+        fn assert_carried(asked: &Asked, got: &ExchangeRequest) {
+            assert_eq!(got.subject_token.expose(), asked.token);
+            assert_eq!(got.audience, asked.audience);
+            assert_eq!(got.scopes, asked.scopes);
+            assert_eq!(got.user_project, asked.project);
+            assert!(got.actor_token.is_none());
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn any_form_body_is_answered_without_a_panic(body in vec(any::<u8>(), 0..600)) {
+                let _ = parse_form(&body).and_then(build_request);
+            }
+
+            #[test]
+            fn any_json_body_is_answered_without_a_panic(body in vec(any::<u8>(), 0..600)) {
+                let _ = parse_json(&body).and_then(build_request);
+            }
+
+            #[test]
+            fn any_json_object_is_answered_without_a_panic(
+                object in btree_map("[a-zA-Z_]{1,20}", "\\PC{0,40}", 0..10),
+                nested in any::<bool>(),
+            ) {
+                let mut value = serde_json::to_value(&object).unwrap();
+                if nested {
+                    value["options"] = serde_json::to_value(&object).unwrap();
+                }
+                let _ = parse_json(value.to_string().as_bytes()).and_then(build_request);
+            }
+
+            #[test]
+            fn any_options_value_is_answered_without_a_panic(
+                raw in prop_oneof!["\\PC{0,1100}", "(%[0-9a-fA-F]{2}|%25|[{}\":a-z0-9 ]){0,200}"]
+            ) {
+                let _ = decode_options(&raw);
+            }
+
+            #[test]
+            fn any_basic_credentials_are_answered_without_a_panic(encoded in "\\PC{0,200}") {
+                let _ = decode_basic(&encoded);
+            }
+
+            #[test]
+            fn a_form_request_round_trips(asked in asked()) {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+                    .append_pair("subject_token", &asked.token)
+                    .append_pair("subject_token_type", JWT_TYPE)
+                    .append_pair("audience", &asked.audience)
+                    .append_pair("scope", &asked.scopes.join(" "));
+                if let Some(p) = &asked.project {
+                    form.append_pair("options", &encoded_times(&options_json(p), asked.encodings));
+                }
+                let body = form.finish();
+                let got = parse_form(body.as_bytes()).and_then(build_request);
+                assert_carried(&asked, &got.unwrap());
+            }
+
+            #[test]
+            fn a_json_request_round_trips(asked in asked(), camel in any::<bool>(), object in any::<bool>()) {
+                let name = |snake: &'static str, camel_case: &'static str| if camel { camel_case } else { snake };
+                let mut body = serde_json::Map::new();
+                body.insert(name("grant_type", "grantType").into(), json!(GRANT_TYPE_TOKEN_EXCHANGE));
+                body.insert(name("subject_token", "subjectToken").into(), json!(asked.token));
+                body.insert(name("subject_token_type", "subjectTokenType").into(), json!(JWT_TYPE));
+                body.insert("audience".into(), json!(asked.audience));
+                body.insert("scope".into(), json!(asked.scopes.join(" ")));
+                if let Some(p) = &asked.project {
+                    let options = if object {
+                        json!({ "userProject": p })
+                    } else {
+                        json!(encoded_times(&options_json(p), asked.encodings))
+                    };
+                    body.insert("options".into(), options);
+                }
+                let text = serde_json::to_vec(&body).unwrap();
+                let got = parse_json(&text).and_then(build_request);
+                assert_carried(&asked, &got.unwrap());
+            }
+
+            #[test]
+            fn options_encoded_three_times_are_refused(project in "[a-z][a-z0-9-]{0,30}") {
+                prop_assert!(decode_options(&encoded_times(&options_json(&project), 3)).is_err());
+            }
+
+            #[test]
+            fn basic_credentials_round_trip(id in "[^:\\p{Cc}]{0,40}", secret in "\\PC{0,60}", url_safe in any::<bool>(), padded in any::<bool>()) {
+                let engine = match (url_safe, padded) {
+                    (false, true) => base64::engine::general_purpose::STANDARD,
+                    (false, false) => base64::engine::general_purpose::STANDARD_NO_PAD,
+                    (true, true) => base64::engine::general_purpose::URL_SAFE,
+                    (true, false) => base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                };
+                let encoded = engine.encode(format!("{id}:{secret}"));
+                prop_assert_eq!(decode_basic(&encoded), Some((id, secret)));
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ mod proxy;
 mod records;
 mod reload;
 mod revocation;
+mod self_healing;
 mod shutdown;
 mod token_cache;
 mod upstream;
