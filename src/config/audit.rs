@@ -135,7 +135,7 @@ impl AuditSettings {
                 ));
             }
         }
-        let checks: [(&str, bool, &str); 10] = [
+        let checks: [(&str, bool, &str); 11] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
