@@ -2,9 +2,9 @@
 
 use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
-use crate::broker::Broker;
+use crate::broker::{Broker, GoogleClients};
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
-use crate::google::{RetryPolicy, StsClient};
+use crate::google::{IamCredentialsClient, RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState, Served};
@@ -244,12 +244,19 @@ impl Application {
             base_backoff: Duration::from_millis(100),
             max_concurrent: settings.google.max_concurrent_calls,
         };
-        let sts = StsClient::new(
-            http,
-            settings.google.sts_url.clone(),
-            metrics.clone(),
-            retry,
-        );
+        let google = GoogleClients {
+            sts: StsClient::new(
+                http.clone(),
+                settings.google.sts_url.clone(),
+                metrics.clone(),
+                retry,
+            ),
+            iam: IamCredentialsClient::new(
+                http,
+                settings.google.iam_credentials_url.clone(),
+                metrics.clone(),
+            ),
+        };
         let validated = &settings.cache.validated_tokens;
         let token_cache = validated.enabled.then(|| TokenCacheLimits {
             max_entries: validated.max_entries,
@@ -259,7 +266,7 @@ impl Application {
         let broker = Arc::new(Broker::new(
             &settings,
             validator,
-            sts,
+            google,
             minter.clone(),
             audit,
             metrics,

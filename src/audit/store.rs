@@ -17,7 +17,7 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
-    client_addr, user_agent, api_client, azp";
+    client_addr, user_agent, api_client, azp, service_account";
 
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
@@ -69,6 +69,8 @@ pub struct StoredIssuance {
     pub target: String,
     /// Google principal.
     pub google_principal: Option<String>,
+    /// The service account whose credential was handed out.
+    pub service_account: Option<String>,
     /// Scopes, space-separated.
     pub scopes: String,
     /// `sts`, `cache`, `impersonation`.
@@ -451,7 +453,8 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         "INSERT INTO issuances ({COLUMNS}) SELECT * FROM UNNEST(\
          $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])"
+         $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+         $19::text[])"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
@@ -472,6 +475,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         .bind(col(|r| r.user_agent.clone()))
         .bind(col(|r| r.api_client.clone()))
         .bind(col(|r| r.azp.clone()))
+        .bind(col(|r| r.service_account.clone()))
         .execute(pool)
         .await?;
     Ok(())
@@ -498,7 +502,8 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(),
             .push_bind(r.client_addr.clone())
             .push_bind(r.user_agent.clone())
             .push_bind(r.api_client.clone())
-            .push_bind(r.azp.clone());
+            .push_bind(r.azp.clone())
+            .push_bind(r.service_account.clone());
     });
     b.build().execute(pool).await?;
     Ok(())
@@ -525,6 +530,7 @@ where
         client_id: r.try_get("client_id")?,
         actor: r.try_get("actor")?,
         azp: r.try_get("azp")?,
+        service_account: r.try_get("service_account")?,
         target: r.try_get("target")?,
         google_principal: r.try_get("google_principal")?,
         scopes: r.try_get("scopes")?,

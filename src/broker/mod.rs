@@ -8,8 +8,8 @@ pub use targets::{Target, TargetError, Targets};
 
 use crate::assertion::{minted_attributes, AssertionError, Minter};
 use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
-use crate::config::{ClientSettings, Settings, TargetSettings};
-use crate::google::{GoogleError, StsClient, StsRequest};
+use crate::config::{ClientSettings, Settings, TargetKind, TargetSettings};
+use crate::google::{GoogleError, IamCredentialsClient, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyError};
@@ -67,6 +67,10 @@ pub enum Source {
     Sts,
     /// Served from the cache.
     Cache,
+    /// A service account's token from IAM Credentials.
+    Impersonation,
+    /// A token the bridge had signed (Firebase custom tokens).
+    Signing,
 }
 
 impl Source {
@@ -75,6 +79,8 @@ impl Source {
         match self {
             Source::Sts => "sts",
             Source::Cache => "cache",
+            Source::Impersonation => "impersonation",
+            Source::Signing => "signing",
         }
     }
 }
@@ -98,6 +104,10 @@ pub struct Issued {
     pub scopes: Vec<String>,
     /// Google principal the credential acts as.
     pub google_principal: Option<String>,
+    /// The service account whose credential it is, if any.
+    pub service_account: Option<String>,
+    /// The target's kind.
+    pub kind: TargetKind,
     /// Client that asked: the Basic client id, else the token's `azp`/`client_id`.
     pub client_id: Option<String>,
 }
@@ -156,6 +166,7 @@ impl BrokerError {
             BrokerError::Actor(IdentityError::KeysUnavailable(_)) => "temporarily_unavailable",
             BrokerError::Actor(_) => "invalid_grant",
             BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
+            BrokerError::Target(TargetError::NoServiceAccount { .. }) => "access_denied",
             BrokerError::Target(_) => "invalid_scope",
             BrokerError::Policy(p) => p.oauth_code(),
             BrokerError::UserProject { .. } => "invalid_request",
@@ -164,6 +175,13 @@ impl BrokerError {
             BrokerError::Assertion(AssertionError::SubjectExpired) => "invalid_grant",
             BrokerError::Assertion(_) => "temporarily_unavailable",
             BrokerError::Google(GoogleError::WouldRefuse(_)) => "invalid_grant",
+            BrokerError::Google(GoogleError::IamRefused { error, .. }) => match error.as_str() {
+                "invalid_grant" => "invalid_grant",
+                "invalid_scope" => "invalid_scope",
+                "invalid_target" => "invalid_target",
+                "access_denied" => "access_denied",
+                _ => "invalid_request",
+            },
             BrokerError::Google(GoogleError::Refused { error, .. }) => match error.as_str() {
                 "invalid_grant" => "invalid_grant",
                 "invalid_scope" => "invalid_scope",
@@ -177,12 +195,21 @@ impl BrokerError {
     }
 }
 
+/// The clients of Google's APIs an exchange may call.
+pub struct GoogleClients {
+    /// Google STS.
+    pub sts: StsClient,
+    /// IAM Credentials.
+    pub iam: IamCredentialsClient,
+}
+
 /// Runs exchanges.
 pub struct Broker {
     validator: Validator,
     /// Swapped whole on reload; a request keeps the target it resolved.
     targets: RwLock<Arc<Targets>>,
     sts: StsClient,
+    iam: IamCredentialsClient,
     minter: Option<Arc<Minter>>,
     cache: CredentialCache,
     /// Google's recent refusals (4xx), by cache key; `None` when none are remembered.
@@ -199,7 +226,7 @@ impl Broker {
     pub fn new(
         settings: &Settings,
         validator: Validator,
-        sts: StsClient,
+        google: GoogleClients,
         minter: Option<Arc<Minter>>,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
@@ -207,7 +234,8 @@ impl Broker {
         Self {
             validator,
             targets: RwLock::new(Arc::new(Targets::new(&settings.targets))),
-            sts,
+            sts: google.sts,
+            iam: google.iam,
             minter,
             cache: cache::build(
                 settings.cache.max_entries,
@@ -236,8 +264,10 @@ impl Broker {
 
     /// Remembers a refusal Google gave (not a failure: those are worth trying again).
     async fn remember_refusal(&self, key: &CacheKey, e: &BrokerError) {
-        if let (Some(refusals), BrokerError::Google(g @ GoogleError::Refused { .. })) =
-            (&self.refusals, e)
+        if let (
+            Some(refusals),
+            BrokerError::Google(g @ (GoogleError::Refused { .. } | GoogleError::IamRefused { .. })),
+        ) = (&self.refusals, e)
         {
             refusals.insert(key.clone(), g.clone()).await;
         }
@@ -379,6 +409,8 @@ impl Broker {
             target: d.target,
             scopes: d.scopes,
             google_principal: d.google_principal,
+            service_account: d.service_account,
+            kind: d.kind,
             client_id: req.context.client_for(&identity).map(str::to_owned),
             identity,
         })
@@ -412,6 +444,7 @@ impl Broker {
         let minted = target
             .assertion()
             .map(|a| minted_attributes(identity, &a.attributes));
+        let service_account = target.service_account_for(identity)?;
         let key = CacheKey::new(
             identity,
             actor,
@@ -419,7 +452,8 @@ impl Broker {
             scopes.clone(),
             user_project,
             minted.as_ref(),
-        );
+        )
+        .of(target.settings.kind, service_account.clone());
         let subject = Subject {
             token: req.subject_token.clone(),
             identity: identity.clone(),
@@ -467,8 +501,14 @@ impl Broker {
                 entry.remaining().as_secs(),
             ),
             scope,
-            source: if fetched { Source::Sts } else { Source::Cache },
+            source: if fetched {
+                fresh_source(&target)
+            } else {
+                Source::Cache
+            },
             google_principal: target.principal_for(&identity.subject),
+            service_account,
+            kind: target.settings.kind,
             target: target.name.clone(),
             scopes,
         })
@@ -506,6 +546,7 @@ impl Broker {
             azp: identity.client_id.clone(),
             target: bounded(&req.audience),
             google_principal: None,
+            service_account: None,
             scopes: bounded(&req.scopes.join(" ")),
             source: None,
             outcome: Outcome::Refused,
@@ -520,6 +561,7 @@ impl Broker {
             Ok(d) => {
                 record.target = d.target.to_string();
                 record.google_principal = d.google_principal.clone();
+                record.service_account = d.service_account.clone();
                 record.scopes = d.scopes.join(" ");
                 record.source = Some(d.source.as_str());
                 record.outcome = Outcome::Issued;
@@ -530,6 +572,7 @@ impl Broker {
                 if let Some(t) = target {
                     record.target = t.name.to_string();
                     record.google_principal = t.principal_for(&identity.subject);
+                    record.service_account = t.service_account_for(identity).ok().flatten();
                 }
                 record.error_code = Some(e.oauth_code().to_owned());
             }
@@ -570,10 +613,20 @@ struct Subject {
     identity: Identity,
 }
 
+/// Where a fresh credential of `target` comes from.
+fn fresh_source(target: &Target) -> Source {
+    match target.settings.kind {
+        TargetKind::Workforce if target.settings.service_account.is_none() => Source::Sts,
+        TargetKind::Workforce | TargetKind::Impersonate => Source::Impersonation,
+        TargetKind::Firebase => Source::Signing,
+    }
+}
+
 /// What a cache miss or refresh needs to obtain a credential from Google.
 #[derive(Clone)]
 struct Upstream {
     sts: StsClient,
+    iam: IamCredentialsClient,
     minter: Option<Arc<Minter>>,
 }
 
@@ -581,20 +634,73 @@ impl Broker {
     fn upstream(&self) -> Upstream {
         Upstream {
             sts: self.sts.clone(),
+            iam: self.iam.clone(),
             minter: self.minter.clone(),
         }
     }
 }
 
 impl Upstream {
-    /// Exchanges what the target shows Google (the caller's token, or a fresh assertion
-    /// for the same person) for a credential.
+    /// Obtains a fresh credential of the target's kind.
     async fn fetch(
         &self,
         target: &Target,
         key: &CacheKey,
         subject: &Subject,
     ) -> Result<Arc<CachedCredential>, BrokerError> {
+        match target.settings.kind {
+            TargetKind::Workforce => self.workforce(target, key, subject).await,
+            TargetKind::Impersonate | TargetKind::Firebase => {
+                Err(BrokerError::Google(GoogleError::IamUnavailable(format!(
+                    "{} targets are not served by this build",
+                    target.settings.kind.as_str()
+                ))))
+            }
+        }
+    }
+
+    /// The federated token, or the token of the service account it impersonates.
+    async fn workforce(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        subject: &Subject,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let requested_at = std::time::Instant::now();
+        let federated = self.federated(target, key, subject).await?;
+        let Some(service_account) = key.service_account() else {
+            return Ok(Arc::new(CachedCredential::new(
+                federated.access_token,
+                requested_at,
+                federated.expires_in,
+            )));
+        };
+        let requested_at = std::time::Instant::now();
+        let token = self
+            .iam
+            .generate_access_token(
+                &federated.access_token,
+                service_account,
+                key.scopes(),
+                Duration::from_secs(target.settings.token_lifetime_secs),
+                &target.settings.delegates,
+            )
+            .await?;
+        Ok(Arc::new(CachedCredential::new(
+            token.access_token,
+            requested_at,
+            token.expires_in,
+        )))
+    }
+
+    /// Exchanges what the target shows Google (the caller's token, or a fresh assertion
+    /// for the same person) for a federated token.
+    async fn federated(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        subject: &Subject,
+    ) -> Result<crate::google::StsToken, BrokerError> {
         let minted;
         let subject_token = match (target.assertion(), &self.minter) {
             (Some(a), Some(minter)) => {
@@ -607,8 +713,7 @@ impl Upstream {
             }
             (None, _) => &subject.token,
         };
-        let requested_at = std::time::Instant::now();
-        let token = self
+        Ok(self
             .sts
             .exchange(&StsRequest {
                 audience: &target.settings.provider,
@@ -617,12 +722,7 @@ impl Upstream {
                 subject_token_type: &target.settings.subject_token_type,
                 user_project: key.user_project(),
             })
-            .await?;
-        Ok(Arc::new(CachedCredential::new(
-            token.access_token,
-            requested_at,
-            token.expires_in,
-        )))
+            .await?)
     }
 }
 
@@ -635,6 +735,8 @@ struct Decision {
     target: Arc<str>,
     scopes: Vec<String>,
     google_principal: Option<String>,
+    service_account: Option<String>,
+    kind: TargetKind,
 }
 
 /// Caps a caller-chosen value before it is stored.

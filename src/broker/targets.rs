@@ -1,6 +1,7 @@
 //! Targets: which Google credential an `audience` asks for, and which scopes it may carry.
 
-use crate::config::{TargetAssertion, TargetKind, TargetMode, TargetSettings};
+use crate::config::{MappedClaim, TargetAssertion, TargetKind, TargetMode, TargetSettings};
+use crate::identity::Identity;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -34,6 +35,14 @@ pub enum TargetError {
         /// Allowed scopes.
         allowed: String,
     },
+    /// An `impersonate` target maps none of the caller's claim values to a service account.
+    #[error("target {target} maps no service account to your {claims}; ask an administrator for a role that one is mapped to")]
+    NoServiceAccount {
+        /// Target name.
+        target: String,
+        /// The claims the mapping reads, e.g. `roles`.
+        claims: String,
+    },
     /// No scope requested and the target has no default.
     #[error(
         "no scope requested and target {target} has no default scopes; request one of: {allowed}"
@@ -63,10 +72,8 @@ impl Targets {
                 name: Arc::from(s.name.as_str()),
                 settings: s.clone(),
             });
-            match s.kind {
-                TargetKind::Workforce => {
-                    by_audience.insert(s.provider.clone(), target.clone());
-                }
+            if s.kind == TargetKind::Workforce {
+                by_audience.insert(s.provider.clone(), target.clone());
             }
             by_audience.insert(s.name.clone(), target.clone());
             all.push(target);
@@ -100,9 +107,47 @@ impl Target {
         }
     }
 
+    /// The service account whose credential this target hands `identity`: the configured
+    /// one, or for `impersonate` the first mapping the caller's claims match.
+    pub fn service_account_for(&self, identity: &Identity) -> Result<Option<String>, TargetError> {
+        let s = &self.settings;
+        match s.kind {
+            TargetKind::Workforce => Ok(s.service_account.clone()),
+            TargetKind::Firebase => Ok(s.firebase.as_ref().map(|f| f.service_account.clone())),
+            TargetKind::Impersonate => {
+                let values = |claim: MappedClaim| match claim {
+                    MappedClaim::Roles => &identity.roles,
+                    MappedClaim::Groups => &identity.groups,
+                    MappedClaim::Permissions => &identity.permissions,
+                };
+                if let Some(m) = s
+                    .service_accounts
+                    .iter()
+                    .find(|m| values(m.claim).contains(&m.value))
+                {
+                    return Ok(Some(m.service_account.clone()));
+                }
+                let mut claims: Vec<&str> = s
+                    .service_accounts
+                    .iter()
+                    .map(|m| m.claim.as_str())
+                    .collect();
+                claims.sort_unstable();
+                claims.dedup();
+                Err(TargetError::NoServiceAccount {
+                    target: self.name.to_string(),
+                    claims: claims.join(" or "),
+                })
+            }
+        }
+    }
+
     /// The Google principal a credential of this target acts as for `subject`, with the
-    /// attribute mapping `google.subject=assertion.sub`.
+    /// attribute mapping `google.subject=assertion.sub` (workforce targets only).
     pub fn principal_for(&self, subject: &str) -> Option<String> {
+        if self.settings.kind != TargetKind::Workforce {
+            return None;
+        }
         let (location, pool, _) =
             crate::google::provider::parse_workforce_provider(&self.settings.provider)?;
         Some(format!(

@@ -11,6 +11,9 @@ pub struct GoogleSettings {
     /// Google STS token endpoint.
     #[serde(default = "default_sts_url")]
     pub sts_url: String,
+    /// Base URL of the IAM Credentials API (service-account impersonation and signing).
+    #[serde(default = "default_iam_credentials_url")]
+    pub iam_credentials_url: String,
     /// Whole-request timeout for Google calls, in milliseconds.
     #[serde(default = "default_google_timeout")]
     pub timeout_ms: u64,
@@ -38,6 +41,9 @@ pub struct GoogleSettings {
 fn default_sts_url() -> String {
     "https://sts.googleapis.com/v1/token".into()
 }
+fn default_iam_credentials_url() -> String {
+    "https://iamcredentials.googleapis.com".into()
+}
 fn default_google_timeout() -> u64 {
     10_000
 }
@@ -61,6 +67,7 @@ impl Default for GoogleSettings {
     fn default() -> Self {
         Self {
             sts_url: default_sts_url(),
+            iam_credentials_url: default_iam_credentials_url(),
             timeout_ms: default_google_timeout(),
             retry_after_secs: default_retry_after(),
             max_attempts: default_max_attempts(),
@@ -74,6 +81,7 @@ impl Default for GoogleSettings {
 impl GoogleSettings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check_url("google.sts_url", &self.sts_url)?;
+        check_url("google.iam_credentials_url", &self.iam_credentials_url)?;
         if !(100..=60_000).contains(&self.timeout_ms) {
             return Err(invalid(
                 "google.timeout_ms",

@@ -31,7 +31,10 @@ pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
-pub use targets::{TargetKind, TargetSettings};
+pub use targets::{
+    FirebaseSettings, MappedClaim, ServiceAccountMapping, TargetKind, TargetSettings,
+    FIREBASE_RESERVED_CLAIMS, MAX_FIREBASE_CLAIMS_BYTES,
+};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -227,7 +230,7 @@ impl Settings {
             if !names.insert(&target.name) {
                 return Err(invalid(format!("{key}.name"), "target name used twice"));
             }
-            if !providers.insert(&target.provider) {
+            if target.kind == TargetKind::Workforce && !providers.insert(&target.provider) {
                 return Err(invalid(
                     format!("{key}.provider"),
                     "two targets name the same provider, so an audience could not tell them apart",
@@ -337,6 +340,7 @@ mod tests {
                 },
                 mode: TargetMode::PassThrough,
                 assertion: None,
+                ..TargetSettings::default()
             }],
             ..Settings::default()
         }

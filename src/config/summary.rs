@@ -123,6 +123,11 @@ impl Settings {
             self.cache.max_entries, self.cache.refresh_margin_secs
         );
         let _ = writeln!(out, "google STS:         {}", self.google.sts_url);
+        let _ = writeln!(
+            out,
+            "IAM Credentials:    {}",
+            self.google.iam_credentials_url
+        );
         out
     }
 }

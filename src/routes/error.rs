@@ -119,6 +119,7 @@ impl ApiError {
                 format!("Google STS refused the exchange: {description}")
             }
             BrokerError::Google(GoogleError::WouldRefuse(why)) => why.clone(),
+            BrokerError::Google(GoogleError::IamRefused { .. }) => e.to_string(),
             BrokerError::Google(_) => format!("{e}; try again in {retry_after} s"),
             // The database's own error text stays in the logs.
             BrokerError::Audit(AuditError::Store(_) | AuditError::Rejected(_)) => format!(
@@ -154,6 +155,7 @@ fn terse_target_error(e: &TargetError) -> String {
         TargetError::NoScope { target, .. } => {
             format!("no scope requested and target {target} has no default scopes; send a scope")
         }
+        TargetError::NoServiceAccount { .. } => e.to_string(),
     }
 }
 

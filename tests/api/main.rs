@@ -18,6 +18,7 @@ mod proxy;
 mod records;
 mod reload;
 mod revocation;
+mod service_account;
 mod token_cache;
 mod validation;
 mod wire;
