@@ -4,7 +4,7 @@ use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
 use crate::broker::{Broker, GoogleClients};
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
-use crate::google::{IamCredentialsClient, RetryPolicy, StsClient};
+use crate::google::{IamCredentialsClient, OwnIdentity, RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
 use crate::routes::{self, AppState, Served};
@@ -256,6 +256,7 @@ impl Application {
                 settings.google.iam_credentials_url.clone(),
                 metrics.clone(),
             ),
+            own: Arc::new(OwnIdentity::new(settings.google.credentials_file.clone())),
         };
         let validated = &settings.cache.validated_tokens;
         let token_cache = validated.enabled.then(|| TokenCacheLimits {

@@ -9,7 +9,7 @@ pub use targets::{Target, TargetError, Targets};
 use crate::assertion::{minted_attributes, AssertionError, Minter};
 use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
 use crate::config::{ClientSettings, Settings, TargetKind, TargetSettings};
-use crate::google::{GoogleError, IamCredentialsClient, StsClient, StsRequest};
+use crate::google::{GoogleError, IamCredentialsClient, OwnIdentity, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyError};
@@ -201,6 +201,8 @@ pub struct GoogleClients {
     pub sts: StsClient,
     /// IAM Credentials.
     pub iam: IamCredentialsClient,
+    /// The service's own Google identity.
+    pub own: Arc<OwnIdentity>,
 }
 
 /// Runs exchanges.
@@ -210,6 +212,7 @@ pub struct Broker {
     targets: RwLock<Arc<Targets>>,
     sts: StsClient,
     iam: IamCredentialsClient,
+    own: Arc<OwnIdentity>,
     minter: Option<Arc<Minter>>,
     cache: CredentialCache,
     /// Google's recent refusals (4xx), by cache key; `None` when none are remembered.
@@ -236,6 +239,7 @@ impl Broker {
             targets: RwLock::new(Arc::new(Targets::new(&settings.targets))),
             sts: google.sts,
             iam: google.iam,
+            own: google.own,
             minter,
             cache: cache::build(
                 settings.cache.max_entries,
@@ -627,6 +631,7 @@ fn fresh_source(target: &Target) -> Source {
 struct Upstream {
     sts: StsClient,
     iam: IamCredentialsClient,
+    own: Arc<OwnIdentity>,
     minter: Option<Arc<Minter>>,
 }
 
@@ -635,6 +640,7 @@ impl Broker {
         Upstream {
             sts: self.sts.clone(),
             iam: self.iam.clone(),
+            own: self.own.clone(),
             minter: self.minter.clone(),
         }
     }
@@ -650,13 +656,51 @@ impl Upstream {
     ) -> Result<Arc<CachedCredential>, BrokerError> {
         match target.settings.kind {
             TargetKind::Workforce => self.workforce(target, key, subject).await,
-            TargetKind::Impersonate | TargetKind::Firebase => {
-                Err(BrokerError::Google(GoogleError::IamUnavailable(format!(
-                    "{} targets are not served by this build",
-                    target.settings.kind.as_str()
-                ))))
-            }
+            TargetKind::Impersonate => self.impersonate(target, key).await,
+            TargetKind::Firebase => Err(BrokerError::Google(GoogleError::IamUnavailable(format!(
+                "{} targets are not served by this build",
+                target.settings.kind.as_str()
+            )))),
         }
+    }
+
+    /// The mapped service account's token, obtained with the service's own identity.
+    async fn impersonate(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let service_account = key.service_account().ok_or_else(|| {
+            GoogleError::BadResponse("no service account was mapped for this request".into())
+        })?;
+        let own = self.own.token().await?;
+        self.service_account_token(target, key, &own, service_account)
+            .await
+    }
+
+    async fn service_account_token(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        bearer: &Token,
+        service_account: &str,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let requested_at = std::time::Instant::now();
+        let token = self
+            .iam
+            .generate_access_token(
+                bearer,
+                service_account,
+                key.scopes(),
+                Duration::from_secs(target.settings.token_lifetime_secs),
+                &target.settings.delegates,
+            )
+            .await?;
+        Ok(Arc::new(CachedCredential::new(
+            token.access_token,
+            requested_at,
+            token.expires_in,
+        )))
     }
 
     /// The federated token, or the token of the service account it impersonates.
@@ -675,22 +719,8 @@ impl Upstream {
                 federated.expires_in,
             )));
         };
-        let requested_at = std::time::Instant::now();
-        let token = self
-            .iam
-            .generate_access_token(
-                &federated.access_token,
-                service_account,
-                key.scopes(),
-                Duration::from_secs(target.settings.token_lifetime_secs),
-                &target.settings.delegates,
-            )
-            .await?;
-        Ok(Arc::new(CachedCredential::new(
-            token.access_token,
-            requested_at,
-            token.expires_in,
-        )))
+        self.service_account_token(target, key, &federated.access_token, service_account)
+            .await
     }
 
     /// Exchanges what the target shows Google (the caller's token, or a fresh assertion

@@ -14,6 +14,11 @@ pub struct GoogleSettings {
     /// Base URL of the IAM Credentials API (service-account impersonation and signing).
     #[serde(default = "default_iam_credentials_url")]
     pub iam_credentials_url: String,
+    /// A service-account key file holding the service's own Google identity (for
+    /// `impersonate` and `firebase` targets); unset: Application Default Credentials
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's, or the metadata server).
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
     /// Whole-request timeout for Google calls, in milliseconds.
     #[serde(default = "default_google_timeout")]
     pub timeout_ms: u64,
@@ -68,6 +73,7 @@ impl Default for GoogleSettings {
         Self {
             sts_url: default_sts_url(),
             iam_credentials_url: default_iam_credentials_url(),
+            credentials_file: None,
             timeout_ms: default_google_timeout(),
             retry_after_secs: default_retry_after(),
             max_attempts: default_max_attempts(),
@@ -82,6 +88,14 @@ impl GoogleSettings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check_url("google.sts_url", &self.sts_url)?;
         check_url("google.iam_credentials_url", &self.iam_credentials_url)?;
+        if let Some(file) = &self.credentials_file {
+            if !file.is_file() {
+                return Err(invalid(
+                    "google.credentials_file",
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+        }
         if !(100..=60_000).contains(&self.timeout_ms) {
             return Err(invalid(
                 "google.timeout_ms",

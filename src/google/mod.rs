@@ -1,10 +1,12 @@
 //! Outbound calls to Google: the Security Token Service and IAM Credentials.
 
+mod adc;
 mod forwardable;
 mod iam;
 pub mod provider;
 mod sts;
 
+pub use adc::OwnIdentity;
 pub use forwardable::check as check_forwardable;
 pub use iam::{IamCredentialsClient, ServiceAccountToken, SignedJwt};
 pub use sts::{RetryPolicy, StsClient, StsRequest, StsToken};

@@ -11,6 +11,7 @@ mod exchange;
 mod forwardable;
 mod google_auth;
 mod helpers;
+mod impersonate;
 mod keys;
 mod metrics;
 mod policy;
