@@ -1,9 +1,11 @@
 //! The middle of the service: which target, which scopes, the cache, and the exchange flow.
 
 mod cache;
+mod firebase;
 mod targets;
 
 pub use cache::{CacheKey, CachedCredential, CredentialCache};
+pub use firebase::{uid_for, FirebaseError, FIREBASE_AUDIENCE};
 pub use targets::{Target, TargetError, Targets};
 
 use crate::assertion::{minted_attributes, AssertionError, Minter};
@@ -33,6 +35,9 @@ pub struct ExchangeRequest {
     pub actor_token: Option<Token>,
     /// `options.userProject`, when the caller sent one.
     pub user_project: Option<String>,
+    /// Whether `requested_token_type` asked for a JWT (`Some(true)`), an access token
+    /// (`Some(false)`), or was absent.
+    pub wants_jwt: Option<bool>,
     /// Who is asking, for the record.
     pub context: RequestContext,
 }
@@ -88,8 +93,10 @@ impl Source {
 /// A credential handed out.
 #[derive(Debug)]
 pub struct Issued {
-    /// The Google access token.
+    /// The Google access token, or the Firebase custom token.
     pub access_token: Token,
+    /// RFC 8693 type of `access_token`.
+    pub issued_token_type: &'static str,
     /// Whole seconds of life left, at least 1.
     pub expires_in: u64,
     /// Scopes granted, space-separated, when they differ from the request.
@@ -155,6 +162,9 @@ pub enum BrokerError {
     /// The bridge could not sign an assertion for the caller.
     #[error(transparent)]
     Assertion(#[from] AssertionError),
+    /// A Firebase custom token could not be made.
+    #[error(transparent)]
+    Firebase(#[from] FirebaseError),
 }
 
 impl BrokerError {
@@ -167,6 +177,9 @@ impl BrokerError {
             BrokerError::Actor(_) => "invalid_grant",
             BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
             BrokerError::Target(TargetError::NoServiceAccount { .. }) => "access_denied",
+            BrokerError::Target(TargetError::TokenType { .. }) => "invalid_request",
+            BrokerError::Firebase(FirebaseError::ClaimsTooLarge { .. }) => "invalid_request",
+            BrokerError::Firebase(_) => "temporarily_unavailable",
             BrokerError::Target(_) => "invalid_scope",
             BrokerError::Policy(p) => p.oauth_code(),
             BrokerError::UserProject { .. } => "invalid_request",
@@ -414,6 +427,11 @@ impl Broker {
             scopes: d.scopes,
             google_principal: d.google_principal,
             service_account: d.service_account,
+            issued_token_type: if d.kind == TargetKind::Firebase {
+                crate::rfc8693::TOKEN_TYPE_JWT
+            } else {
+                crate::rfc8693::TOKEN_TYPE_ACCESS_TOKEN
+            },
             kind: d.kind,
             client_id: req.context.client_for(&identity).map(str::to_owned),
             identity,
@@ -441,6 +459,7 @@ impl Broker {
         {
             policy::check_client(client, &target.name, identity)?;
         }
+        target.check_token_type(req.wants_jwt)?;
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
@@ -657,10 +676,7 @@ impl Upstream {
         match target.settings.kind {
             TargetKind::Workforce => self.workforce(target, key, subject).await,
             TargetKind::Impersonate => self.impersonate(target, key).await,
-            TargetKind::Firebase => Err(BrokerError::Google(GoogleError::IamUnavailable(format!(
-                "{} targets are not served by this build",
-                target.settings.kind.as_str()
-            )))),
+            TargetKind::Firebase => self.firebase(target, subject).await,
         }
     }
 
@@ -676,6 +692,36 @@ impl Upstream {
         let own = self.own.token().await?;
         self.service_account_token(target, key, &own, service_account)
             .await
+    }
+
+    /// A Firebase custom token for the caller, signed by the target's service account.
+    async fn firebase(
+        &self,
+        target: &Target,
+        subject: &Subject,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let settings = target.settings.firebase.as_ref().ok_or_else(|| {
+            GoogleError::BadResponse("the target has no [targets.firebase] settings".into())
+        })?;
+        let requested_at = std::time::Instant::now();
+        let payload = firebase::custom_token_claims(settings, &subject.identity)?;
+        let jwt = match &settings.key_file {
+            Some(path) => {
+                firebase::KeyFile::load(path, &settings.service_account)?.sign(&payload)?
+            }
+            None => {
+                let own = self.own.token().await?;
+                self.iam
+                    .sign_jwt(&own, &settings.service_account, &payload)
+                    .await?
+                    .jwt
+            }
+        };
+        Ok(Arc::new(CachedCredential::new(
+            jwt,
+            requested_at,
+            Duration::from_secs(settings.lifetime_secs),
+        )))
     }
 
     async fn service_account_token(

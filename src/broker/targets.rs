@@ -43,6 +43,14 @@ pub enum TargetError {
         /// The claims the mapping reads, e.g. `roles`.
         claims: String,
     },
+    /// The requested token type is not the one this target makes.
+    #[error("target {target} issues {issues}; send requested_token_type={issues} or leave it out")]
+    TokenType {
+        /// Target name.
+        target: String,
+        /// The token type the target issues.
+        issues: &'static str,
+    },
     /// No scope requested and the target has no default.
     #[error(
         "no scope requested and target {target} has no default scopes; request one of: {allowed}"
@@ -155,10 +163,42 @@ impl Target {
         ))
     }
 
+    /// Refuses a `requested_token_type` other than what this target makes: Firebase
+    /// targets make JWTs, the others access tokens.
+    pub fn check_token_type(&self, wants_jwt: Option<bool>) -> Result<(), TargetError> {
+        let jwt = self.settings.kind == TargetKind::Firebase;
+        match wants_jwt {
+            Some(wanted) if wanted != jwt => Err(TargetError::TokenType {
+                target: self.name.to_string(),
+                issues: if jwt {
+                    crate::rfc8693::TOKEN_TYPE_JWT
+                } else {
+                    crate::rfc8693::TOKEN_TYPE_ACCESS_TOKEN
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The scopes a Firebase target's tokens carry: none, whatever the caller asked.
+    fn is_scopeless(&self) -> bool {
+        self.settings.kind == TargetKind::Firebase
+    }
+
     /// The scopes to request: the caller's (sorted, without repeats) when all are allowed,
     /// else the target's defaults when the caller sent none.
     pub fn scopes_for(&self, requested: &[String]) -> Result<Vec<String>, TargetError> {
         let allowed = || self.settings.allowed_scopes.join(" ");
+        if self.is_scopeless() {
+            return match requested.first() {
+                None => Ok(Vec::new()),
+                Some(scope) => Err(TargetError::ScopeNotAllowed {
+                    scope: scope.chars().take(200).collect(),
+                    target: self.name.to_string(),
+                    allowed: "none (a Firebase custom token carries no OAuth scopes)".into(),
+                }),
+            };
+        }
         if requested.is_empty() {
             if self.settings.default_scopes.is_empty() {
                 return Err(TargetError::NoScope {

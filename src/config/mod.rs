@@ -353,6 +353,78 @@ mod tests {
         }
     }
 
+    fn firebase_target(claims: &[(&str, IdentityAttribute)]) -> TargetSettings {
+        TargetSettings {
+            name: "firestore".into(),
+            kind: TargetKind::Firebase,
+            policy: PolicySettings {
+                any_permissions: vec!["read:notes".into()],
+                ..PolicySettings::default()
+            },
+            firebase: Some(FirebaseSettings {
+                service_account: "signer@p.iam.gserviceaccount.com".into(),
+                claims: claims
+                    .iter()
+                    .map(|(name, from)| (name.to_string(), *from))
+                    .collect(),
+                lifetime_secs: 3600,
+                key_file: None,
+            }),
+            ..TargetSettings::default()
+        }
+    }
+
+    #[test]
+    fn firebase_reserved_claim_names_are_refused_naming_the_claim() {
+        for reserved in FIREBASE_RESERVED_CLAIMS {
+            let mut s = valid();
+            s.targets.push(firebase_target(&[(
+                reserved,
+                IdentityAttribute::Permissions,
+            )]));
+            assert_eq!(
+                problem_key(&s),
+                format!("targets[1].firebase.claims.{reserved}")
+            );
+        }
+        let mut s = valid();
+        s.targets.push(firebase_target(&[(
+            "permissions",
+            IdentityAttribute::Permissions,
+        )]));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn firebase_tokens_live_at_most_an_hour_and_kinds_take_only_their_settings() {
+        let mut s = valid();
+        let mut t = firebase_target(&[]);
+        t.firebase.as_mut().unwrap().lifetime_secs = 3601;
+        s.targets.push(t);
+        assert_eq!(problem_key(&s), "targets[1].firebase.lifetime_secs");
+
+        let mut s = valid();
+        let mut t = firebase_target(&[]);
+        t.service_accounts = vec![ServiceAccountMapping {
+            claim: MappedClaim::Roles,
+            value: "analyst".into(),
+            service_account: "a@p.iam.gserviceaccount.com".into(),
+        }];
+        s.targets.push(t);
+        assert_eq!(problem_key(&s), "targets[1].service_accounts");
+
+        let mut s = valid();
+        s.targets[0].service_account = Some("not-an-email".into());
+        assert_eq!(problem_key(&s), "targets[0].service_account");
+
+        let mut s = valid();
+        let mut t = firebase_target(&[]);
+        t.kind = TargetKind::Impersonate;
+        t.firebase = None;
+        s.targets.push(t);
+        assert_eq!(problem_key(&s), "targets[1].service_accounts");
+    }
+
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
     fn the_documented_example_configuration_is_valid() {

@@ -155,7 +155,7 @@ fn terse_target_error(e: &TargetError) -> String {
         TargetError::NoScope { target, .. } => {
             format!("no scope requested and target {target} has no default scopes; send a scope")
         }
-        TargetError::NoServiceAccount { .. } => e.to_string(),
+        TargetError::NoServiceAccount { .. } | TargetError::TokenType { .. } => e.to_string(),
     }
 }
 

@@ -6,7 +6,7 @@ use super::strict_json::{self, StrictJsonError};
 use super::AppState;
 use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
 use crate::config::ClientSettings;
-use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
+use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
 use crate::secret::{fingerprint, Token};
 use crate::telemetry::RequestId;
 use actix_web::http::{header, StatusCode};
@@ -258,8 +258,13 @@ fn success(issued: &Issued) -> HttpResponse {
         .insert_header((header::PRAGMA, "no-cache"))
         .json(Success {
             access_token: issued.access_token.expose(),
-            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
-            token_type: "Bearer",
+            issued_token_type: issued.issued_token_type,
+            // RFC 8693 §2.2.1: a token that is not an access token has no token type.
+            token_type: if issued.issued_token_type == TOKEN_TYPE_ACCESS_TOKEN {
+                "Bearer"
+            } else {
+                "N_A"
+            },
             expires_in: issued.expires_in,
             scope: issued.scope.as_deref(),
         })
@@ -361,13 +366,16 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             )))
         }
     }
-    if let Some(t) = f.requested_token_type.as_deref() {
-        if t != TOKEN_TYPE_ACCESS_TOKEN {
+    let wants_jwt = match f.requested_token_type.as_deref() {
+        None => None,
+        Some(TOKEN_TYPE_ACCESS_TOKEN) => Some(false),
+        Some(TOKEN_TYPE_JWT) => Some(true),
+        Some(_) => {
             return Err(ApiError::invalid_request(format!(
-                "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
-            )));
+                "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} (or {TOKEN_TYPE_JWT} for a Firebase target)"
+            )))
         }
-    }
+    };
     let actor_token = match (f.actor_token, f.actor_token_type.as_deref()) {
         (None, None) => None,
         (Some(_), None) => {
@@ -417,6 +425,7 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             .collect(),
         user_project,
         actor_token,
+        wants_jwt,
         context: RequestContext::default(),
     })
 }

@@ -8,6 +8,7 @@ mod cache;
 mod db;
 mod edges;
 mod exchange;
+mod firebase;
 mod forwardable;
 mod google_auth;
 mod helpers;
