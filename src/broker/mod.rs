@@ -352,12 +352,12 @@ impl Broker {
         &self.metrics
     }
 
-    /// The target name `audience` selects, if any (a bounded metrics label).
-    pub fn target_name(&self, audience: &str) -> Option<Arc<str>> {
+    /// The target name `audience` selects and its kind, if any (bounded metrics labels).
+    pub fn target_name(&self, audience: &str) -> Option<(Arc<str>, TargetKind)> {
         self.targets()
             .resolve(audience)
             .ok()
-            .map(|t| t.name.clone())
+            .map(|t| (t.name.clone(), t.settings.kind))
     }
 
     /// Number of cached credentials (after applying pending evictions and inserts).

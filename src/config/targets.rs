@@ -142,7 +142,8 @@ pub struct TargetSettings {
     /// Project billed for the exchange (`options.userProject`), a number or an id.
     #[serde(default)]
     pub user_project: Option<String>,
-    /// Scopes callers may ask for.
+    /// Scopes callers may ask for (none for `firebase`).
+    #[serde(default)]
     pub allowed_scopes: Vec<String>,
     /// Scopes used when the caller sends none.
     #[serde(default)]

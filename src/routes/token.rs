@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::strict_json::{self, StrictJsonError};
 use super::AppState;
 use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
-use crate::config::ClientSettings;
+use crate::config::{ClientSettings, TargetKind};
 use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
 use crate::secret::{fingerprint, Token};
 use crate::telemetry::RequestId;
@@ -125,9 +125,11 @@ pub async fn token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let mut target: Option<Arc<str>> = None;
+    let mut target: Option<(Arc<str>, TargetKind)> = None;
     let result = exchange(&req, payload, &state, &mut target).await;
-    let target = target.as_deref().unwrap_or("unknown");
+    let target = target
+        .as_ref()
+        .map_or(("unknown", "unknown"), |(name, kind)| (name, kind.as_str()));
     let metrics = state.broker.metrics();
     match result {
         Ok(issued) => {
@@ -224,7 +226,7 @@ async fn exchange(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    target: &mut Option<Arc<str>>,
+    target: &mut Option<(Arc<str>, TargetKind)>,
 ) -> Result<Issued, Refusal> {
     let rules = BodyRules {
         max_bytes: MAX_BODY_BYTES,
@@ -276,6 +278,8 @@ fn log_issued(issued: &Issued, started: Instant) {
         subject = %issued.identity.subject,
         client = issued.client_id.as_deref().unwrap_or("-"),
         target_name = %issued.target,
+        kind = issued.kind.as_str(),
+        service_account = issued.service_account.as_deref().unwrap_or("-"),
         source = issued.source.as_str(),
         expires_in = issued.expires_in,
         token_sha256 = %issued.access_token.fingerprint(),

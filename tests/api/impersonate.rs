@@ -300,3 +300,45 @@ format = "text"
     assert_eq!(issued.subject, ANALYST_SA);
     assert_eq!(issued.impersonated_by.as_deref(), Some(BRIDGE_SA));
 }
+
+#[tokio::test]
+async fn exchanges_are_counted_by_the_kind_of_their_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(dir.path(), |_| {}).await;
+
+    let analyst = with_roles(&app, "auth0|alice", &["analyst"]);
+    assert_eq!(ask(&app, &analyst).await.status(), 200);
+    assert_eq!(
+        app.exchange(&app.token_for("auth0|alice")).await.status(),
+        200
+    );
+
+    let body = crate::metrics::scrape(&app).await;
+    let count = |labels: &[(&str, &str)]| {
+        crate::metrics::sample(&body, "sts_bridge_exchanges_total", labels)
+    };
+    assert_eq!(
+        count(&[
+            ("target", TARGET),
+            ("kind", "impersonate"),
+            ("source", "impersonation")
+        ]),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(&[
+            ("target", "bigquery"),
+            ("kind", "workforce"),
+            ("source", "sts")
+        ]),
+        Some(1.0)
+    );
+    assert_eq!(
+        crate::metrics::sample(
+            &body,
+            "sts_bridge_upstream_requests_total",
+            &[("upstream", "iam_credentials"), ("code", "200")]
+        ),
+        Some(1.0)
+    );
+}
