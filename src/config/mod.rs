@@ -180,7 +180,7 @@ impl Settings {
         if !self
             .targets
             .iter()
-            .any(|t| t.mode == TargetMode::PassThrough)
+            .any(|t| t.kind == TargetKind::Workforce && t.mode == TargetMode::PassThrough)
         {
             return Ok(());
         }

@@ -85,7 +85,9 @@ impl Settings {
                 }
                 None => "pass-through (Google sees the caller's own token)".to_owned(),
             };
-            let _ = writeln!(out, "    mode            {mode}");
+            if t.kind == TargetKind::Workforce {
+                let _ = writeln!(out, "    mode            {mode}");
+            }
             let _ = writeln!(out, "    policy          {}", policy_summary(&t.policy));
         }
         let auth = if self.require_client_auth {

@@ -210,3 +210,44 @@ async fn a_firebase_target_refuses_to_make_an_access_token_and_others_a_jwt() {
     assert!(app.google.iam_calls().is_empty());
     assert_eq!(app.google.call_count(), 0);
 }
+
+#[tokio::test]
+async fn claims_over_firebases_limit_are_refused_and_nothing_is_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(dir.path(), |_, _| {}).await;
+    let token = app.issuer.mint(&MintRequest {
+        sub: "auth0|hoarder".into(),
+        permissions: (0..80).map(|i| format!("read:collection-{i:04}")).collect(),
+        ..Default::default()
+    });
+
+    let description = assert_error(ask(&app, &token, JWT).await, 400, "invalid_request").await;
+
+    assert!(description.contains("1000"), "{description}");
+    assert!(app.google.iam_calls().is_empty());
+    assert_eq!(app.records().await[0].outcome, "refused");
+}
+
+/// Postgres accepts the `signing` source and the service account column.
+#[tokio::test]
+async fn a_key_file_signed_custom_token_is_recorded_in_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signer-key.json");
+    let signer = key.clone();
+    let Some(app) = spawn_app_on(Backend::Postgres, move |s| {
+        s.targets.push(target(Some(signer)));
+    })
+    .await
+    else {
+        return;
+    };
+    write_json(&key, &app.google.service_account_key_file(SIGNER_SA));
+
+    let response = ask(&app, &token_for(&app, "auth0|alice"), JWT).await;
+
+    assert_eq!(response.status(), 200);
+    let record = &app.records().await[0];
+    assert_eq!(record.source.as_deref(), Some("signing"));
+    assert_eq!(record.service_account.as_deref(), Some(SIGNER_SA));
+    assert_eq!(record.subject, "auth0|alice");
+}
