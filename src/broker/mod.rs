@@ -645,6 +645,11 @@ fn fresh_source(target: &Target) -> Source {
     }
 }
 
+/// What a federated token needs to call IAM Credentials; the caller's scopes go to the
+/// service account's token instead.
+static IAM_CREDENTIALS_SCOPES: std::sync::LazyLock<[String; 1]> =
+    std::sync::LazyLock::new(|| ["https://www.googleapis.com/auth/cloud-platform".to_owned()]);
+
 /// What a cache miss or refresh needs to obtain a credential from Google.
 #[derive(Clone)]
 struct Upstream {
@@ -793,7 +798,11 @@ impl Upstream {
             .sts
             .exchange(&StsRequest {
                 audience: &target.settings.provider,
-                scopes: key.scopes(),
+                scopes: if key.service_account().is_some() {
+                    &IAM_CREDENTIALS_SCOPES[..]
+                } else {
+                    key.scopes()
+                },
                 subject_token,
                 subject_token_type: &target.settings.subject_token_type,
                 user_project: key.user_project(),

@@ -20,6 +20,8 @@ const MAX_ACCESS_TOKEN_SECS: u64 = 3600;
 const MAX_SIGNED_JWT_SECS: i64 = 12 * 3600;
 /// Google's OAuth endpoint refuses assertions valid for longer than this.
 const MAX_ASSERTION_SECS: i64 = 3600;
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// One call the IAM Credentials stand-in received.
@@ -228,6 +230,19 @@ async fn iam_call(
     else {
         return google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.");
     };
+    // IAM Credentials takes only tokens that may call it.
+    if !caller
+        .scopes
+        .iter()
+        .any(|s| s == CLOUD_PLATFORM || s == IAM_SCOPE)
+    {
+        return HttpResponse::Forbidden().json(json!({ "error": {
+            "code": 403,
+            "message": "Request had insufficient authentication scopes.",
+            "status": "PERMISSION_DENIED",
+            "details": [{ "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT" }],
+        }}));
+    }
     match method {
         "generateAccessToken" => match serde_json::from_value(parsed) {
             Ok(call) => generate_access_token(&state, &caller.subject, email, call),
@@ -291,6 +306,7 @@ fn generate_access_token(
     if call.scope.is_empty() {
         return google_error(400, "Scope required.");
     }
+    let call_scopes = call.scope.clone();
     let lifetime = match call.lifetime.as_deref() {
         None => MAX_ACCESS_TOKEN_SECS,
         Some(l) => match l.strip_suffix('s').and_then(|n| n.parse::<u64>().ok()) {
@@ -318,6 +334,7 @@ fn generate_access_token(
             subject: email.to_owned(),
             audience: "iamcredentials".into(),
             impersonated_by: Some(caller.to_owned()),
+            scopes: call_scopes,
         },
     );
     let expire = OffsetDateTime::now_utc() + time::Duration::seconds(lifetime as i64);
@@ -457,6 +474,7 @@ async fn oauth_token(body: web::Bytes, state: web::Data<State>) -> HttpResponse 
             subject: claims.iss,
             audience: "oauth2".into(),
             impersonated_by: None,
+            scopes: super::google::split_scopes(claims.scope.as_deref().unwrap_or_default()),
         },
     );
     HttpResponse::Ok().json(json!({

@@ -198,3 +198,33 @@ async fn a_federated_and_an_impersonated_credential_of_one_person_never_share_a_
     assert_eq!(plain.subject, "auth0|alice");
     assert_eq!(sa.subject, SA);
 }
+
+#[tokio::test]
+async fn the_federated_token_may_call_iam_and_the_service_account_token_has_the_callers_scopes() {
+    let app = spawn_app_with(impersonating).await;
+    app.google.grant_token_creator(SA, "auth0|alice");
+    let token = app.token_for("auth0|alice");
+
+    let response = app
+        .post_form(&[
+            ("grant_type", GRANT),
+            ("audience", DEV_TARGET),
+            ("scope", sts_bridge::devstack::BIGQUERY),
+            ("requested_token_type", ACCESS_TOKEN),
+            ("subject_token", &token),
+            ("subject_token_type", JWT),
+        ])
+        .await;
+
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    // Google refuses IAM Credentials calls with a token of BigQuery's scope only.
+    assert_eq!(app.google.calls()[0].field("scope"), Some(CLOUD_PLATFORM));
+    let call = app.google.iam_calls().pop().unwrap();
+    assert_eq!(call.body["scope"], json!([sts_bridge::devstack::BIGQUERY]));
+    let issued = app
+        .google
+        .issued(body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(issued.scopes, [sts_bridge::devstack::BIGQUERY]);
+}
