@@ -76,9 +76,14 @@ async fn ask(app: &TestApp, token: &str, requested: &str) -> reqwest::Response {
     .await
 }
 
-/// Runs google-auth's verification; `None` when Python is not set up outside CI.
-fn verify_with_google_auth(app: &TestApp, dir: &Path, token: &str, uid: &str) -> Option<Value> {
-    let python = crate::google_auth::python()?;
+/// Runs the verifier on `token` against the signer's key; (success, stdout, stderr).
+fn run_verifier(
+    app: &TestApp,
+    dir: &Path,
+    python: &Path,
+    token: &str,
+    uid: &str,
+) -> (bool, String, String) {
     let (kid, public_key_pem) = app.google.signing_key(SIGNER_SA);
     let expectations = dir.join("expect.json");
     write_json(
@@ -99,12 +104,32 @@ fn verify_with_google_auth(app: &TestApp, dir: &Path, token: &str, uid: &str) ->
         .arg(&expectations)
         .output()
         .expect("python runs");
-    assert!(
+    (
         output.status.success(),
-        "google-auth refused the token: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(serde_json::from_slice(&output.stdout).expect("JSON line"))
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs google-auth's verification; `None` when Python is not set up outside CI. A token
+/// whose payload was altered after signing must fail the same check.
+fn verify_with_google_auth(app: &TestApp, dir: &Path, token: &str, uid: &str) -> Option<Value> {
+    let python = crate::google_auth::python()?;
+    let (ok, stdout, stderr) = run_verifier(app, dir, &python, token, uid);
+    assert!(ok, "google-auth refused the token: {stderr}");
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged_payload = {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut payload: Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+        payload["claims"]["permissions"] = json!(["read:reports", "write:notes", "admin"]);
+        engine.encode(payload.to_string())
+    };
+    parts[1] = &forged_payload;
+    let (forged_ok, _, forged_err) = run_verifier(app, dir, &python, &parts.join("."), uid);
+    assert!(!forged_ok, "a forged token passed");
+    assert!(forged_err.contains("signature"), "{forged_err}");
+    Some(serde_json::from_str(&stdout).expect("JSON line"))
 }
 
 #[tokio::test]
