@@ -276,3 +276,25 @@ async fn a_key_file_signed_custom_token_is_recorded_in_postgres() {
     assert_eq!(record.service_account.as_deref(), Some(SIGNER_SA));
     assert_eq!(record.subject, "auth0|alice");
 }
+
+#[tokio::test]
+async fn the_targets_policy_decides_before_anything_is_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(dir.path(), |s, _| {
+        s.targets[1].policy.any_permissions = vec!["admin:notes".into()];
+    })
+    .await;
+
+    let description = assert_error(
+        ask(&app, &token_for(&app, "auth0|alice"), JWT).await,
+        403,
+        "access_denied",
+    )
+    .await;
+
+    assert!(description.contains("admin:notes"), "{description}");
+    assert!(app.google.iam_calls().is_empty());
+    let record = &app.records().await[0];
+    assert_eq!(record.outcome, "refused");
+    assert_eq!(record.service_account.as_deref(), Some(SIGNER_SA));
+}
