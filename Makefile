@@ -10,7 +10,7 @@ DEMO_STAMP := $(VENV)/.demo-stamp
 STAMP      := $(VENV)/.requirements-stamp
 BIN    := $(or $(CARGO_TARGET_DIR),target)/debug/sts-bridge
 
-.PHONY: run test deploy-check contract venv venv-demo lint clean bench
+.PHONY: run test deploy-check contract venv venv-demo lint clean bench fuzz
 
 ## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
 run:
@@ -59,6 +59,28 @@ bench:
 	cargo bench --no-run --bench load
 	ulimit -n 65536 2>/dev/null || ulimit -n 4096; \
 	STS_BRIDGE_BIN=$(RELEASE_DIR)/sts-bridge cargo bench --bench load -- $(BENCH_ARGS)
+
+## fuzz: each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60); needs a nightly
+## toolchain, installs cargo-fuzz from crates.io when missing. Sanitizer builds recompile
+## every dependency, so they get their own FUZZ_TARGET_DIR. Findings land in fuzz/artifacts/.
+FUZZ_SECONDS    ?= 60
+FUZZ_TOOLCHAIN  ?= nightly
+FUZZ_TARGETS    ?= token_form token_json options basic_header token_header
+FUZZ_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(dir $(CARGO_TARGET_DIR))target-fuzz,$(CURDIR)/fuzz/target)
+fuzz:
+	@cargo +$(FUZZ_TOOLCHAIN) --version >/dev/null 2>&1 || { \
+		echo "make fuzz needs a nightly Rust toolchain ($(FUZZ_TOOLCHAIN)): cargo-fuzz builds with sanitizer flags only nightly has." >&2; \
+		echo "  rustup toolchain install $(FUZZ_TOOLCHAIN)" >&2; exit 1; }
+	@cargo fuzz --version >/dev/null 2>&1 || { \
+		echo "installing cargo-fuzz from crates.io"; cargo install --locked cargo-fuzz; }
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== $$t: $(FUZZ_SECONDS) s"; \
+		cargo +$(FUZZ_TOOLCHAIN) fuzz run --fuzz-dir fuzz --target-dir $(FUZZ_TARGET_DIR) $$t \
+			fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 -print_final_stats=1 \
+			|| { echo "fuzz target $$t found a crash: see fuzz/artifacts/$$t/" >&2; exit 1; }; \
+	done
 
 ## venv: the demo packages plus the test tooling
 venv: $(STAMP)

@@ -28,6 +28,10 @@ pub struct Options {
     /// Rounds of A/B/C/D.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// Measure the A/B/C/D rounds only, print their ratios and stop (no report written):
+    /// for quick comparisons while changing the request path.
+    #[arg(long)]
+    pub compare_only: bool,
     /// Seconds of load per configuration and round.
     #[arg(long, default_value_t = 8)]
     pub seconds: u64,

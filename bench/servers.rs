@@ -154,6 +154,11 @@ enabled = {token_cache}
 [audit]
 {records}
 
+# On, so their cost is in the figures, at rates the load generator never reaches.
+[limits]
+per_subject = {{ per_minute = 60000000, burst = 1000000 }}
+per_client_address = {{ per_minute = 60000000, burst = 1000000 }}
+
 [log]
 format = "json"
 filter = "warn"
@@ -309,7 +314,9 @@ pub async fn run(options: Options) -> BenchResult<()> {
     let db = BenchDb::create(&options.database_url).await?;
     let result = measure(&options, &db).await;
     db.drop_now().await;
-    let report = result?;
+    let Some(report) = result? else {
+        return Ok(());
+    };
     let text = report.markdown();
     println!("{text}");
     std::fs::write(&options.out, &text).map_err(|e| format!("writing the report: {e}"))?;
@@ -317,7 +324,7 @@ pub async fn run(options: Options) -> BenchResult<()> {
     Ok(())
 }
 
-async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
+async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bind = |what| {
         devstack::bind_loopback("127.0.0.1:0".parse().expect("addr"))
@@ -390,7 +397,17 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
         }
         rounds.push(Round(results.map(|r| r.expect("measured"))));
     }
-    let peak_b = rounds.iter().map(|r| r.0[1].rps).sum::<f64>() / rounds.len() as f64;
+    let mean = |i: usize| rounds.iter().map(|r| r.0[i].rps).sum::<f64>() / rounds.len() as f64;
+    let peak_b = mean(1);
+    if options.compare_only {
+        println!(
+            "ratios to A: B {:.2}, C {:.2}, D {:.2}",
+            mean(1) / mean(0),
+            mean(2) / mean(0),
+            mean(3) / mean(0)
+        );
+        return Ok(None);
+    }
 
     let storm = cold_storm(&stack, b).await;
     println!(
@@ -433,7 +450,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
         soak.push((minute, r, rss));
     }
 
-    Ok(Report {
+    Ok(Some(Report {
         figures: Figures {
             rounds,
             storm_calls: storm.0,
@@ -446,7 +463,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Report> {
             seconds: options.seconds,
         },
         postgres: db.version().await,
-    })
+    }))
 }
 
 /// 1,000 simultaneous first requests for one subject: (upstream calls, answers 200).
@@ -521,16 +538,25 @@ async fn many_subjects(stack: &Stack, server: Server, n: usize) -> BenchResult<R
 
 /// The group-commit writer alone, in this process, into the bench database.
 async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
-    use sts_bridge::audit::{AuditWriter, IssuanceRecord, Outcome, Store};
+    use sts_bridge::audit::{AuditWriter, IssuanceRecord, Outcome, Store, WriterLimits};
     let store = Store::connect(Some(url), Path::new("unused"), 8)
         .await
         .map_err(|e| e.to_string())?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let metrics = Arc::new(sts_bridge::metrics::Metrics::new());
-    let writer = AuditWriter::start(store, metrics.clone(), 10_000, 512, 4, secs(5), secs(30));
+    let limits = WriterLimits {
+        capacity: 10_000,
+        max_batch: 512,
+        max_in_flight: 4,
+        enqueue_timeout: secs(5),
+        commit_timeout: secs(30),
+        restart_backoff: Duration::from_millis(100),
+    };
+    let writer = AuditWriter::start(store, metrics.clone(), limits);
     let record = IssuanceRecord {
         issued_at: time::OffsetDateTime::now_utc(),
         request_id: "00000000-0000-4000-8000-000000000000".into(),
+        server_request_id: Some("00000000-0000-4000-8000-000000000001".into()),
         issuer: "https://bench.invalid/".into(),
         subject: "auth0|writer-bench".into(),
         client_id: Some("bench-client".into()),

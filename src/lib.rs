@@ -3,14 +3,18 @@
 
 pub mod assertion;
 pub mod audit;
+pub mod breaker;
 pub mod broker;
 pub mod causes;
 pub mod config;
 pub mod devstack;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod google;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod rfc8693;
 pub mod routes;
 pub mod secret;

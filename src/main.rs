@@ -6,6 +6,9 @@ use sts_bridge::assertion::{generate_file, KeyAlgorithm, Minter};
 use sts_bridge::config::Settings;
 use sts_bridge::{devstack, startup::Application, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exchanges OIDC (Auth0) access tokens for short-lived Google Cloud credentials.
 #[derive(Parser)]
 #[command(version, about)]

@@ -2,8 +2,8 @@
 //! error codes, outcomes), never a subject or a token.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -34,10 +34,19 @@ pub struct Metrics {
     validated_tokens: IntCounterVec,
     jwks_refreshes: IntCounterVec,
     jwks_keys: IntGaugeVec,
+    jwks_keys_skipped: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    breaker_rejections: IntCounterVec,
     audit_queue_depth: IntGauge,
     audit_batch_rows: Histogram,
     audit_flush_seconds: Histogram,
     audit_rows: IntCounterVec,
+    rate_limited: IntCounterVec,
+    refusal_records_dropped: IntCounter,
+    request_timeouts: IntCounter,
+    audit_writer_restarts: IntCounter,
+    audit_writer_up: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +89,14 @@ fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64])
         .register(Box::new(h.clone()))
         .expect("unique metric");
     h
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid counter");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -126,6 +143,16 @@ impl Metrics {
         .expect("valid gauge");
         r.register(Box::new(jwks_keys.clone()))
             .expect("unique metric");
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "sts_bridge_upstream_breaker_state",
+                "Circuit breaker per upstream: 0 closed, 1 open (calls refused at once), 2 half-open (one probe call).",
+            ),
+            &["upstream"],
+        )
+        .expect("valid gauge");
+        r.register(Box::new(breaker_state.clone()))
+            .expect("unique metric");
         Self {
             exchanges: counter(&r, "sts_bridge_exchanges_total", "Token exchanges answered, by target, its kind, source, outcome and error code.", &["target", "kind", "source", "outcome", "error"]),
             exchange_seconds: histogram(&r, "sts_bridge_exchange_duration_seconds", "Time to answer POST /v1/token.", LATENCY_BUCKETS, &["outcome"]),
@@ -140,10 +167,19 @@ impl Metrics {
             validated_tokens: counter(&r, "sts_bridge_validated_token_cache_total", "Validated-token cache lookups: hit (signature check skipped) or miss (full validation).", &["result"]),
             jwks_refreshes: counter(&r, "sts_bridge_jwks_refreshes_total", "Key set fetches per issuer, by result.", &["issuer", "result"]),
             jwks_keys,
+            jwks_keys_skipped: counter(&r, "sts_bridge_jwks_keys_skipped_total", "Keys of an issuer's key set left out at a fetch, by reason (weak, encryption, unsupported, invalid).", &["issuer", "reason"]),
+            breaker_state,
+            breaker_transitions: counter(&r, "sts_bridge_upstream_breaker_transitions_total", "Circuit breaker state changes per upstream, by the state entered.", &["upstream", "state"]),
+            breaker_rejections: counter(&r, "sts_bridge_upstream_breaker_rejections_total", "Upstream calls not made because the upstream's circuit breaker was open.", &["upstream"]),
             audit_queue_depth: gauge(&r, "sts_bridge_audit_queue_depth", "Issuance records waiting for the writer."),
             audit_batch_rows: plain_histogram(&r, "sts_bridge_audit_batch_rows", "Rows written per INSERT statement.", BATCH_BUCKETS),
             audit_flush_seconds: plain_histogram(&r, "sts_bridge_audit_flush_duration_seconds", "Time to write one batch of issuance records.", LATENCY_BUCKETS),
             audit_rows: counter(&r, "sts_bridge_audit_rows_total", "Issuance rows written or failed.", &["result"]),
+            rate_limited: counter(&r, "sts_bridge_rate_limited_total", "Exchanges refused with 429 by a rate limit, by scope (subject or client_address).", &["scope"]),
+            refusal_records_dropped: plain_counter(&r, "sts_bridge_refusal_records_dropped_total", "Refusals answered but not written to the records because their subject was over the refusal-record rate."),
+            request_timeouts: plain_counter(&r, "sts_bridge_request_timeouts_total", "Exchanges answered 503 because they did not complete within http.request_timeout_ms."),
+            audit_writer_restarts: plain_counter(&r, "sts_bridge_audit_writer_restarts_total", "Times the issuance writer died and was started again."),
+            audit_writer_up: gauge(&r, "sts_bridge_audit_writer_up", "1 while the issuance writer runs, 0 while it waits for its restart."),
             registry: r,
         }
     }
@@ -163,6 +199,21 @@ impl Metrics {
         self.exchange_seconds
             .with_label_values(&[outcome])
             .observe(took.as_secs_f64());
+    }
+
+    /// An exchange refused by the rate limit of `scope` (`subject`, `client_address`).
+    pub fn rate_limited(&self, scope: &str) {
+        self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// A refusal left out of the records by the refusal-record rate.
+    pub fn refusal_record_dropped(&self) {
+        self.refusal_records_dropped.inc();
+    }
+
+    /// An exchange cut off by the request timeout.
+    pub fn request_timeout(&self) {
+        self.request_timeouts.inc();
     }
 
     /// A token refused by validation.
@@ -215,6 +266,29 @@ impl Metrics {
         self.jwks_keys.with_label_values(&[issuer]).set(keys as i64);
     }
 
+    /// A key left out of `issuer`'s key set, for a bounded `reason`.
+    pub fn jwks_key_skipped(&self, issuer: &str, reason: &str) {
+        self.jwks_keys_skipped
+            .with_label_values(&[issuer, reason])
+            .inc();
+    }
+
+    /// `upstream`'s breaker entered `state` (0 closed, 1 open, 2 half-open) named `name`;
+    /// `changed` is false for the initial value.
+    pub fn breaker_state(&self, upstream: &str, state: i64, name: &str, changed: bool) {
+        self.breaker_state.with_label_values(&[upstream]).set(state);
+        if changed {
+            self.breaker_transitions
+                .with_label_values(&[upstream, name])
+                .inc();
+        }
+    }
+
+    /// A call to `upstream` refused by its open breaker.
+    pub fn breaker_rejected(&self, upstream: &str) {
+        self.breaker_rejections.with_label_values(&[upstream]).inc();
+    }
+
     /// One audit batch.
     pub fn audit_batch(&self, rows: usize, ok: bool, took: Duration) {
         self.audit_batch_rows.observe(rows as f64);
@@ -223,6 +297,16 @@ impl Metrics {
         self.audit_rows
             .with_label_values(&[result])
             .inc_by(rows as u64);
+    }
+
+    /// The issuance writer died (`false`) or was started again (`true`).
+    pub fn audit_writer_up(&self, up: bool) {
+        self.audit_writer_up.set(i64::from(up));
+    }
+
+    /// The issuance writer was started again after it died.
+    pub fn audit_writer_restarted(&self) {
+        self.audit_writer_restarts.inc();
     }
 
     /// The Prometheus text exposition, after setting the gauges read at scrape time.

@@ -1,12 +1,14 @@
 //! Builds the application: shared state, routes, background tasks.
 
 use crate::assertion::{AssertionError, Minter};
-use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store};
+use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store, WriterLimits};
+use crate::breaker::Breaker;
 use crate::broker::{Broker, GoogleClients};
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::{IamCredentialsClient, OwnIdentity, RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
+use crate::ratelimit::{KeyedLimit, Rate};
 use crate::routes::{self, AppState, Served};
 use crate::telemetry;
 use actix_web::dev::Server;
@@ -62,6 +64,9 @@ fn listeners(settings: &Settings) -> (Served, Vec<(SocketAddr, Served)>) {
     (public, extra)
 }
 
+/// How long the records still queued at exit may take to be written, after the grace period.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
 /// Log lines a second for requests refused before any token was validated.
 const MALFORMED_LOG_LINES_PER_SEC: u32 = 10;
 
@@ -70,6 +75,7 @@ fn serve(
     listener: TcpListener,
     served: Served,
     state: web::Data<AppState>,
+    shutdown_timeout: Duration,
 ) -> Result<Server, StartupError> {
     let addr = listener
         .local_addr()
@@ -84,7 +90,7 @@ fn serve(
     })
     .listen(listener)
     .map_err(|source| StartupError::Bind { addr, source })?
-    .shutdown_timeout(30)
+    .shutdown_timeout(shutdown_timeout.as_secs())
     .run())
 }
 
@@ -207,12 +213,12 @@ impl Application {
             addr: settings.listen.to_string(),
             source,
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.google.timeout())
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sts-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // One client per kind of upstream: a slow issuer must not hold the connections or
+        // the timeouts Google STS needs, nor the other way round; IAM Credentials, another
+        // Google service, has the same timeouts as STS and a client of its own.
+        let sts_http = http_client(settings.google.connect_timeout(), settings.google.timeout())?;
+        let iam_http = http_client(settings.google.connect_timeout(), settings.google.timeout())?;
+        let keys_http = http_client(settings.jwks.connect_timeout(), settings.jwks.timeout())?;
         let minter = settings
             .assertion
             .as_ref()
@@ -224,13 +230,12 @@ impl Application {
             .issuers
             .iter()
             .map(|i| {
-                let keys = KeySet::new(
-                    i.issuer.clone(),
-                    i.discovery_url.clone(),
-                    http.clone(),
-                    i.jwks_min_refetch(),
+                let breaker = Arc::new(Breaker::new(
+                    format!("jwks:{}", i.issuer),
+                    settings.jwks.breaker,
                     metrics.clone(),
-                );
+                ));
+                let keys = KeySet::new(i, keys_http.clone(), breaker, metrics.clone());
                 (i.clone(), Arc::new(keys))
             })
             .collect::<Vec<_>>();
@@ -244,17 +249,26 @@ impl Application {
             base_backoff: Duration::from_millis(100),
             max_concurrent: settings.google.max_concurrent_calls,
         };
+        let breaker = |upstream: &str| {
+            Arc::new(Breaker::new(
+                upstream,
+                settings.google.breaker,
+                metrics.clone(),
+            ))
+        };
         let google = GoogleClients {
             sts: StsClient::new(
-                http.clone(),
+                sts_http,
                 settings.google.sts_url.clone(),
                 metrics.clone(),
                 retry,
+                breaker("google_sts"),
             ),
             iam: IamCredentialsClient::new(
-                http,
+                iam_http,
                 settings.google.iam_credentials_url.clone(),
                 metrics.clone(),
+                breaker("iam_credentials"),
             ),
             own: Arc::new(OwnIdentity::new(settings.google.credentials_file.clone())),
         };
@@ -296,9 +310,18 @@ impl Application {
             verbose_errors: settings.http.verbose_errors,
             malformed_log: telemetry::LogThrottle::new(MALFORMED_LOG_LINES_PER_SEC),
             cursor_key: routes::CursorKey::new(settings.admin.cursor_secret.as_deref()),
+            request_timeout: settings.http.request_timeout(),
+            proxies: routes::TrustedProxies::new(settings.http.trusted_proxy_nets()),
+            address_limit: settings.limits.enabled.then(|| {
+                KeyedLimit::new(
+                    Rate::from(&settings.limits.per_client_address),
+                    settings.limits.max_tracked_keys,
+                )
+            }),
         });
         let (public, extra) = listeners(&settings);
-        let server = serve(listener, public, state.clone())?;
+        let grace = Duration::from_secs(settings.http.shutdown_timeout_secs);
+        let server = serve(listener, public, state.clone(), grace)?;
         let mut others = Vec::new();
         for (addr, served) in extra {
             let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
@@ -310,7 +333,11 @@ impl Application {
                 source,
             })?;
             tracing::info!(addr = %bound, admin = served.admin, metrics = served.metrics, "separate listener");
-            others.push((bound, served, serve(listener, served, state.clone())?));
+            others.push((
+                bound,
+                served,
+                serve(listener, served, state.clone(), grace)?,
+            ));
         }
         Ok(Self {
             port: port.port(),
@@ -352,21 +379,48 @@ impl Application {
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM); the separate listeners stop
-    /// on the same signals.
+    /// on the same signals. On a stop, new connections are refused, the exchanges under
+    /// way finish (for up to the grace period), and the records they queued are written
+    /// before this returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         for (_, _, server) in self.others {
             tokio::spawn(server);
         }
-        self.server.await
+        let served = self.server.await;
+        tracing::info!("stopped accepting; writing the queued issuance records");
+        // Every exchange that finished waited for its record; only those cut off at the
+        // end of the grace period may have left one in the queue.
+        let writer = &self.broker.audit().writer;
+        if writer.flush(FLUSH_AT_EXIT).await {
+            tracing::info!("issuance records written; exiting");
+        } else {
+            tracing::error!(
+                queued = writer.queue_depth(),
+                "issuance records still unwritten at exit"
+            );
+        }
+        served
     }
+}
+
+/// An outbound client with its own connection pool and timeouts; redirects are not
+/// followed, so an upstream cannot send a request (or a token) elsewhere.
+fn http_client(connect: Duration, whole: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(whole)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sts-bridge/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// Opens the store, applies migrations, loads revocations and starts the writer.
 async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<Audit, AuditError> {
-    let store = Store::connect(
+    let store = Store::connect_with(
         settings.database_url.as_deref(),
         &settings.sqlite_path,
         settings.pool_size,
+        settings.statement_timeout(),
     )
     .await?;
     store.migrate().await?;
@@ -376,11 +430,14 @@ async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<A
     let writer = AuditWriter::start(
         store.clone(),
         metrics,
-        settings.queue_capacity,
-        settings.max_batch,
-        settings.max_in_flight,
-        Duration::from_millis(settings.enqueue_timeout_ms),
-        Duration::from_millis(settings.commit_timeout_ms),
+        WriterLimits {
+            capacity: settings.queue_capacity,
+            max_batch: settings.max_batch,
+            max_in_flight: settings.max_in_flight,
+            enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
+            commit_timeout: Duration::from_millis(settings.commit_timeout_ms),
+            restart_backoff: Duration::from_millis(settings.writer_restart_backoff_ms),
+        },
     );
     Ok(Audit {
         store,
@@ -410,7 +467,8 @@ fn spawn_revocation_poller(broker: Arc<Broker>, every: Duration) {
     });
 }
 
-/// Purges issuance records past the retention period, in bounded batches.
+/// Purges issuance records past the retention period, in bounded batches, on one replica
+/// at a time: the others skip their turn while one holds the purge lock.
 fn spawn_retention(broker: Arc<Broker>, settings: &AuditSettings) {
     const BATCH: i64 = 10_000;
     let retention = time::Duration::days(i64::from(settings.retention_days));
@@ -421,24 +479,15 @@ fn spawn_retention(broker: Arc<Broker>, settings: &AuditSettings) {
         loop {
             ticker.tick().await;
             let cutoff = time::OffsetDateTime::now_utc() - retention;
-            let store = &broker.audit().store;
-            let mut purged = 0;
-            loop {
-                match store.purge_issuances_before(cutoff, BATCH).await {
-                    Ok(n) => {
-                        purged += n;
-                        if n < BATCH as u64 {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retention purge failed; will retry");
-                        break;
-                    }
+            match broker.audit().store.purge_expired(cutoff, BATCH).await {
+                Ok(Some(0)) => {}
+                Ok(Some(rows)) => {
+                    tracing::info!(rows, "purged issuance records past retention")
                 }
-            }
-            if purged > 0 {
-                tracing::info!(rows = purged, "purged issuance records past retention");
+                Ok(None) => {
+                    tracing::debug!("retention purge skipped: another replica holds the purge lock")
+                }
+                Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
             }
         }
     });

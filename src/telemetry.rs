@@ -11,6 +11,7 @@ use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const SERVER_REQUEST_ID: HeaderName = HeaderName::from_static("x-server-request-id");
 
 /// Installs the global subscriber on stderr: JSON lines, or human-readable text for
 /// development. A second call is a no-op.
@@ -81,8 +82,8 @@ impl LogThrottle {
     }
 }
 
-/// A caller's `X-Request-Id` when it is short and plain, else a fresh one.
-fn request_id(req: &ServiceRequest) -> String {
+/// A caller's `X-Request-Id` when it is short and plain.
+fn callers_request_id(req: &ServiceRequest) -> Option<String> {
     req.headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -93,33 +94,48 @@ fn request_id(req: &ServiceRequest) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// The id of the request being served, in the request's extensions.
+/// The id of the request being served, in the request's extensions: the caller's
+/// `X-Request-Id`, or the server's own id when the caller sent none (or an unusable one).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Middleware: tags every log line of a request with its id and echoes the id back.
+/// The id the server gave the request, unique whatever the caller sent; in the request's
+/// extensions.
+#[derive(Debug, Clone)]
+pub struct ServerRequestId(pub String);
+
+/// Middleware: tags every log line of a request with both its ids and echoes them back
+/// (`X-Request-Id`, `X-Server-Request-Id`).
 pub async fn with_request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = request_id(&req);
+    let server_id = uuid::Uuid::new_v4().to_string();
+    let id = callers_request_id(&req).unwrap_or_else(|| server_id.clone());
     req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut()
+        .insert(ServerRequestId(server_id.clone()));
     // `client` is filled in by Basic authentication or once a token has been validated
-    // (as its record names it), `subject` once a token has been validated.
+    // (as its record names it), `subject` once a token has been validated, `client_addr`
+    // by the token route once it has looked past the trusted proxies.
     let span = tracing::info_span!(
         "request",
         request_id = %id,
+        server_request_id = %server_id,
         method = %req.method(),
         path = req.path(),
         client = tracing::field::Empty,
         subject = tracing::field::Empty,
+        client_addr = tracing::field::Empty,
     );
     let mut response = next.call(req).instrument(span).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&server_id) {
+        response.headers_mut().insert(SERVER_REQUEST_ID, value);
     }
     Ok(response)
 }

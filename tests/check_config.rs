@@ -94,6 +94,11 @@ async fn it_tells_what_it_loaded_and_probes_the_issuer() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("rate limits:        per subject 600/min, burst 100; per client address 6000/min, burst 1000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("trusted proxies   none"), "{stdout}");
+    assert!(
         !stdout.contains("probe "),
         "no probe unless asked: {stdout}"
     );

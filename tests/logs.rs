@@ -159,12 +159,19 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         .filter(|l| l["message"] == "exchange issued" && l["subject"] != "auth0|dave")
         .collect();
     assert_eq!(issued.len(), 2, "one summary line per hand-out");
+    let mut server_ids = std::collections::HashSet::new();
     for line in &issued {
         assert_eq!(line["span"]["request_id"], "log-test-1");
+        // Beside the caller's id, which repeats, the server's own, which does not.
+        let server_id = line["span"]["server_request_id"].as_str().unwrap();
+        assert!(uuid::Uuid::parse_str(server_id).is_ok(), "{server_id}");
+        server_ids.insert(server_id.to_owned());
+        assert_eq!(line["span"]["client_addr"], "127.0.0.1");
         assert_eq!(line["subject"], "auth0|alice");
         assert_eq!(line["target_name"], "bigquery");
         assert!(line["latency_ms"].is_u64());
     }
+    assert_eq!(server_ids.len(), 2);
     let refused: Vec<&Value> = lines
         .iter()
         .filter(|l| l["message"] == "exchange refused")
@@ -208,5 +215,53 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         for part in secret.split('.').filter(|p| p.len() > 16) {
             assert!(!log.contains(part), "part of a token appears in the log");
         }
+    }
+}
+
+#[tokio::test]
+async fn each_breaker_state_change_is_one_log_line() {
+    let capture = capture();
+    let app = spawn_app_with(|s| {
+        s.issuers[0].jwks_refresh_secs = 1;
+        s.jwks.breaker.failure_threshold = 1;
+        s.jwks.breaker.cool_down_secs = 1;
+    })
+    .await;
+    let upstream = format!("jwks:{}", app.issuer.issuer());
+    app.issuer.fail_jwks(Some(503));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    app.issuer.fail_jwks(None);
+
+    // Closed again once a probe finds the issuer back.
+    let state_line = format!("sts_bridge_upstream_breaker_state{{upstream=\"{upstream}\"}}");
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app.get("/metrics").await.text().await.unwrap();
+        if metrics.lines().any(|l| l == format!("{state_line} 0")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let transitions: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("sts_bridge_upstream_breaker_transitions_total{")
+                && l.contains(&format!("upstream=\"{upstream}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let lines: Vec<Value> = capture
+        .lines()
+        .into_iter()
+        .filter(|l| l["upstream"] == upstream.as_str())
+        .collect();
+
+    assert!(transitions >= 3.0, "open, half-open, closed: {transitions}");
+    assert_eq!(lines.len() as f64, transitions, "{lines:?}");
+    assert_eq!(lines[0]["to"], "open");
+    assert_eq!(lines[0]["level"], "WARN");
+    assert_eq!(lines.last().unwrap()["to"], "closed");
+    for pair in lines.windows(2) {
+        assert_eq!(pair[0]["to"], pair[1]["from"], "{pair:?}");
     }
 }

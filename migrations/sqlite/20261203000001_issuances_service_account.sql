@@ -22,14 +22,15 @@ CREATE TABLE issuances_next (
     user_agent       TEXT,
     api_client       TEXT,
     azp              TEXT,
+    server_request_id TEXT,
     service_account  TEXT
 );
 INSERT INTO issuances_next (id, issued_at, request_id, issuer, subject, client_id, actor,
         target, google_principal, scopes, source, outcome, error_code, expires_at,
-        token_sha256, client_addr, user_agent, api_client, azp)
+        token_sha256, client_addr, user_agent, api_client, azp, server_request_id)
     SELECT id, issued_at, request_id, issuer, subject, client_id, actor, target,
         google_principal, scopes, source, outcome, error_code, expires_at, token_sha256,
-        client_addr, user_agent, api_client, azp
+        client_addr, user_agent, api_client, azp, server_request_id
     FROM issuances;
 DROP TABLE issuances;
 ALTER TABLE issuances_next RENAME TO issuances;

@@ -7,8 +7,11 @@ mod store;
 mod writer;
 
 pub use revocations::{Revocation, Revocations, ANY_ISSUER};
-pub use store::{AdminAction, IssuanceQuery, Store, StoredAdminAction, StoredIssuance};
-pub use writer::{AuditWriter, WriterStats};
+pub use store::{
+    AdminAction, IssuanceQuery, PurgeLock, Store, StoredAdminAction, StoredIssuance, MAX_BATCH,
+    PURGE_LOCK_KEY,
+};
+pub use writer::{AuditWriter, WriterLimits, WriterStats};
 
 use time::OffsetDateTime;
 
@@ -36,8 +39,10 @@ impl Outcome {
 pub struct IssuanceRecord {
     /// When the exchange was decided.
     pub issued_at: OffsetDateTime,
-    /// Request id (from `X-Request-Id` or generated).
+    /// Request id: the caller's `X-Request-Id`, else the server's id.
     pub request_id: String,
+    /// The id the server generated for the request, whatever the caller sent.
+    pub server_request_id: Option<String>,
     /// Token issuer.
     pub issuer: String,
     /// Token subject: the person (or machine) the credential is for.
@@ -102,6 +107,10 @@ impl From<sqlx::Error> for AuditError {
     fn from(e: sqlx::Error) -> Self {
         // Connection strings can carry passwords; sqlx errors do not include them.
         match e {
+            // A statement cancelled by `statement_timeout` is an outage, not a bad row.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                AuditError::Store(db.to_string())
+            }
             sqlx::Error::Database(db) => AuditError::Rejected(db.to_string()),
             other => AuditError::Store(other.to_string()),
         }

@@ -2,9 +2,10 @@
 
 use super::{AuditError, IssuanceRecord, Revocation};
 use serde::Serialize;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,9 +16,37 @@ use time::OffsetDateTime;
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// What [`Store::connect`] bounds each statement by.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
-    client_addr, user_agent, api_client, azp, service_account";
+    client_addr, user_agent, api_client, azp, server_request_id, service_account";
+
+/// Values bound per record: one per column of [`COLUMNS`].
+const COLUMNS_PER_RECORD: usize = {
+    let bytes = COLUMNS.as_bytes();
+    let (mut i, mut commas) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            commas += 1;
+        }
+        i += 1;
+    }
+    commas + 1
+};
+
+/// Parameters SQLite accepts in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const SQLITE_MAX_PARAMETERS: usize = 32_766;
+
+/// Records one INSERT can carry: every record binds [`COLUMNS_PER_RECORD`] values.
+pub const MAX_BATCH: usize = SQLITE_MAX_PARAMETERS / COLUMNS_PER_RECORD;
+
+/// Key of the Postgres advisory lock held by the replica purging old records ("sts_purg").
+pub const PURGE_LOCK_KEY: i64 = 0x7374_735f_7075_7267;
+
+const PURGE_SQL: &str = "DELETE FROM issuances WHERE id IN \
+     (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
 
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
@@ -53,8 +82,10 @@ pub struct StoredIssuance {
     /// RFC 3339 time.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
-    /// Request id.
+    /// Request id: the caller's `X-Request-Id`, else the server's id.
     pub request_id: String,
+    /// The id the server generated for the request (absent on rows written before it was kept).
+    pub server_request_id: Option<String>,
     /// Token issuer.
     pub issuer: String,
     /// Subject.
@@ -184,11 +215,33 @@ impl Store {
         sqlite_path: &Path,
         pool_size: u32,
     ) -> Result<Self, AuditError> {
+        Self::connect_with(
+            database_url,
+            sqlite_path,
+            pool_size,
+            DEFAULT_STATEMENT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Like [`Store::connect`], each statement bounded by `statement_timeout` (Postgres
+    /// `statement_timeout`; SQLite waits that long for a lock at most).
+    pub async fn connect_with(
+        database_url: Option<&str>,
+        sqlite_path: &Path,
+        pool_size: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self, AuditError> {
         match database_url {
             Some(url) => {
-                let options = PgConnectOptions::from_str(url).map_err(|_| {
-                    AuditError::Store("DATABASE_URL is not a valid postgres:// URL".into())
-                })?;
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|_| {
+                        AuditError::Store("DATABASE_URL is not a valid postgres:// URL".into())
+                    })?
+                    .options([(
+                        "statement_timeout",
+                        statement_timeout.as_millis().to_string(),
+                    )]);
                 let tcp_peer = options
                     .get_socket()
                     .is_none()
@@ -219,7 +272,7 @@ impl Store {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(5));
+                    .busy_timeout(statement_timeout);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(pool_size.max(1))
                     .acquire_timeout(Duration::from_secs(3))
@@ -241,7 +294,22 @@ impl Store {
     /// Applies the migrations of this engine.
     pub async fn migrate(&self) -> Result<(), AuditError> {
         let result = match self {
-            Store::Postgres(pool) => PG_MIGRATIONS.run(pool).await,
+            Store::Postgres(pool) => {
+                // Rewriting a large table may take longer than any request should.
+                let mut conn = pool.acquire().await?;
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                let result = PG_MIGRATIONS.run(&mut *conn).await;
+                let reset = sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await;
+                if reset.is_err() {
+                    // Never hand an unbounded connection back to the pool.
+                    conn.close_on_drop();
+                }
+                result
+            }
             Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         };
         result.map_err(|e| AuditError::Store(format!("migration failed: {e}")))
@@ -431,14 +499,111 @@ impl Store {
         cutoff: OffsetDateTime,
         batch: i64,
     ) -> Result<u64, AuditError> {
-        const SQL: &str = "DELETE FROM issuances WHERE id IN \
-             (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
-        Ok(per_engine!(self, |pool, time, _read| sqlx::query(SQL)
-            .bind(time(cutoff))
-            .bind(batch)
-            .execute(pool)
-            .await?
-            .rows_affected()))
+        Ok(per_engine!(self, |pool, time, _read| sqlx::query(
+            PURGE_SQL
+        )
+        .bind(time(cutoff))
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
+    /// The right to purge, when no other replica holds it. On Postgres that is the session
+    /// advisory lock [`PURGE_LOCK_KEY`] on a connection of its own; a SQLite file has one
+    /// process writing it, so the right is always there.
+    pub async fn try_purge_lock(&self) -> Result<Option<PurgeLock>, AuditError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(Some(PurgeLock {
+                store: self.clone(),
+                conn: None,
+            }));
+        };
+        let mut conn = pool.acquire().await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(held.then(|| PurgeLock {
+            store: self.clone(),
+            conn: Some(conn),
+        }))
+    }
+
+    /// Deletes the issuances older than `cutoff`, `batch` rows per statement so that no
+    /// transaction grows large; `None` (nothing deleted) while another replica purges.
+    pub async fn purge_expired(
+        &self,
+        cutoff: OffsetDateTime,
+        batch: i64,
+    ) -> Result<Option<u64>, AuditError> {
+        let Some(mut lock) = self.try_purge_lock().await? else {
+            return Ok(None);
+        };
+        let mut purged = 0;
+        let outcome = loop {
+            match lock.purge_before(cutoff, batch).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < batch as u64 {
+                        break Ok(Some(purged));
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        lock.release().await;
+        outcome
+    }
+}
+
+/// The right to purge old records, held by one replica at a time; see
+/// [`Store::try_purge_lock`]. Dropped without [`PurgeLock::release`], its connection is
+/// closed, which ends the session and so frees the lock.
+pub struct PurgeLock {
+    store: Store,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl PurgeLock {
+    /// Deletes at most `batch` issuances older than `cutoff`; returns how many went.
+    pub async fn purge_before(
+        &mut self,
+        cutoff: OffsetDateTime,
+        batch: i64,
+    ) -> Result<u64, AuditError> {
+        match self.conn.as_mut() {
+            Some(conn) => Ok(sqlx::query(PURGE_SQL)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected()),
+            None => self.store.purge_issuances_before(cutoff, batch).await,
+        }
+    }
+
+    /// Frees the lock for the other replicas.
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await;
+        if !matches!(unlocked, Ok(true)) {
+            // A pooled session still holding the lock would keep every replica from purging.
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for PurgeLock {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -454,7 +619,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
          $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-         $19::text[])"
+         $19::text[], $20::text[])"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
@@ -475,6 +640,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         .bind(col(|r| r.user_agent.clone()))
         .bind(col(|r| r.api_client.clone()))
         .bind(col(|r| r.azp.clone()))
+        .bind(col(|r| r.server_request_id.clone()))
         .bind(col(|r| r.service_account.clone()))
         .execute(pool)
         .await?;
@@ -503,6 +669,7 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(),
             .push_bind(r.user_agent.clone())
             .push_bind(r.api_client.clone())
             .push_bind(r.azp.clone())
+            .push_bind(r.server_request_id.clone())
             .push_bind(r.service_account.clone());
     });
     b.build().execute(pool).await?;
@@ -525,6 +692,7 @@ where
         issued_at: time_col(r, "issued_at")?
             .ok_or_else(|| AuditError::Store("issuance without a time".into()))?,
         request_id: r.try_get("request_id")?,
+        server_request_id: r.try_get("server_request_id")?,
         issuer: r.try_get("issuer")?,
         subject: r.try_get("subject")?,
         client_id: r.try_get("client_id")?,
@@ -543,4 +711,124 @@ where
         user_agent: r.try_get("user_agent")?,
         api_client: r.try_get("api_client")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+
+    fn record(n: usize) -> IssuanceRecord {
+        IssuanceRecord {
+            issued_at: OffsetDateTime::now_utc(),
+            request_id: format!("req-{n}"),
+            server_request_id: Some(format!("srv-{n}")),
+            issuer: "https://issuer.example/".into(),
+            subject: format!("user-{n}"),
+            client_id: None,
+            actor: None,
+            azp: None,
+            target: "firebase".into(),
+            google_principal: None,
+            service_account: Some("signer@project.iam.gserviceaccount.com".into()),
+            scopes: String::new(),
+            source: Some("signing"),
+            outcome: Outcome::Issued,
+            error_code: None,
+            expires_at: None,
+            token_sha256: None,
+            client_addr: None,
+            user_agent: None,
+            api_client: None,
+        }
+    }
+
+    async fn sqlite(dir: &tempfile::TempDir) -> (Store, SqlitePool) {
+        let store = Store::connect(None, &dir.path().join("records.db"), 1)
+            .await
+            .unwrap();
+        let Store::Sqlite(pool) = &store else {
+            unreachable!("no database URL was given")
+        };
+        let pool = pool.clone();
+        (store, pool)
+    }
+
+    #[tokio::test]
+    async fn the_largest_batch_allowed_fits_one_sqlite_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sqlite(&dir).await;
+        store.migrate().await.unwrap();
+        let rows: Vec<_> = (0..MAX_BATCH).map(record).collect();
+        store.insert_issuances(&rows).await.unwrap();
+        let stored = store
+            .list_issuances(&IssuanceQuery {
+                subject: Some(format!("user-{}", MAX_BATCH - 1)),
+                limit: 10,
+                ..IssuanceQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        let last = &stored[0];
+        assert_eq!(
+            last.server_request_id.as_deref(),
+            Some(format!("srv-{}", MAX_BATCH - 1).as_str())
+        );
+        assert_eq!(
+            last.service_account.as_deref(),
+            Some("signer@project.iam.gserviceaccount.com")
+        );
+        // One record more binds more parameters than SQLite takes in one statement.
+        let too_many: Vec<_> = (0..=SQLITE_MAX_PARAMETERS / COLUMNS_PER_RECORD + 1)
+            .map(record)
+            .collect();
+        assert!(too_many.len() * COLUMNS_PER_RECORD > SQLITE_MAX_PARAMETERS);
+        assert!(store.insert_issuances(&too_many).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_table_rebuild_keeps_server_request_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, pool) = sqlite(&dir).await;
+        // The database as it was before the service_account column came.
+        SQLITE_MIGRATIONS
+            .run_to(20261202000017, &pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO issuances (issued_at, request_id, server_request_id, issuer, subject, \
+             target, scopes, source, outcome) VALUES \
+             ('2026-12-01T10:00:00.000000Z', 'caller-id', 'server-id', 'https://issuer.example/', \
+             'alice', 'bigquery', 'scope-a', 'sts', 'issued')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let stored = store
+            .list_issuances(&IssuanceQuery {
+                subject: Some("alice".into()),
+                limit: 10,
+                ..IssuanceQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].request_id, "caller-id");
+        assert_eq!(stored[0].server_request_id.as_deref(), Some("server-id"));
+        assert_eq!(stored[0].service_account, None);
+        // The rebuilt table takes new records with both columns.
+        store.insert_issuances(&[record(1)]).await.unwrap();
+        let stored = store
+            .list_issuances(&IssuanceQuery {
+                subject: Some("user-1".into()),
+                limit: 10,
+                ..IssuanceQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored[0].server_request_id.as_deref(), Some("srv-1"));
+        assert!(stored[0].service_account.is_some());
+    }
 }

@@ -15,6 +15,7 @@ use crate::google::{GoogleError, IamCredentialsClient, OwnIdentity, StsClient, S
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyError};
+use crate::ratelimit::{KeyedLimit, Rate};
 use crate::secret::Token;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -45,9 +46,11 @@ pub struct ExchangeRequest {
 /// Facts about the HTTP request that go into the issuance record.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
-    /// Request id.
+    /// Request id: the caller's `X-Request-Id`, else the server's id.
     pub request_id: String,
-    /// Caller's address.
+    /// The id the server generated for the request.
+    pub server_request_id: Option<String>,
+    /// Caller's address (the real client's, past trusted proxies).
     pub client_addr: Option<String>,
     /// `User-Agent`.
     pub user_agent: Option<String>,
@@ -165,6 +168,12 @@ pub enum BrokerError {
     /// A Firebase custom token could not be made.
     #[error(transparent)]
     Firebase(#[from] FirebaseError),
+    /// The subject asked more often than its rate limit allows.
+    #[error("too many exchanges for this subject; try again in {} s", crate::ratelimit::retry_after_secs(*.wait))]
+    RateLimited {
+        /// Until the next exchange is allowed.
+        wait: Duration,
+    },
 }
 
 impl BrokerError {
@@ -184,6 +193,7 @@ impl BrokerError {
             BrokerError::Policy(p) => p.oauth_code(),
             BrokerError::UserProject { .. } => "invalid_request",
             BrokerError::Revoked { .. } => "access_denied",
+            BrokerError::RateLimited { .. } => "slow_down",
             BrokerError::Audit(_) => "temporarily_unavailable",
             BrokerError::Assertion(AssertionError::SubjectExpired) => "invalid_grant",
             BrokerError::Assertion(_) => "temporarily_unavailable",
@@ -235,6 +245,10 @@ pub struct Broker {
     clients: HashMap<String, ClientSettings>,
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
+    /// Exchanges per subject; `None` when rate limits are off.
+    subject_limit: Option<KeyedLimit<(String, String)>>,
+    /// Refusal records written per subject.
+    refusal_records: KeyedLimit<(String, String)>,
 }
 
 impl Broker {
@@ -272,7 +286,42 @@ impl Broker {
                 .collect(),
             audit,
             metrics,
+            subject_limit: settings.limits.enabled.then(|| {
+                KeyedLimit::new(
+                    Rate::from(&settings.limits.per_subject),
+                    settings.limits.max_tracked_keys,
+                )
+            }),
+            refusal_records: KeyedLimit::new(
+                Rate::from(&settings.limits.refusal_records_per_subject),
+                settings.limits.max_tracked_keys,
+            ),
         }
+    }
+
+    /// Takes one exchange of the subject's allowance.
+    async fn check_subject_limit(&self, identity: &Identity) -> Result<(), BrokerError> {
+        let Some(limit) = &self.subject_limit else {
+            return Ok(());
+        };
+        let key = (identity.issuer.clone(), identity.subject.clone());
+        limit.check(key).await.map_err(|wait| {
+            self.metrics.rate_limited("subject");
+            BrokerError::RateLimited { wait }
+        })
+    }
+
+    /// Writes `record`; a refusal only while its subject is within the refusal-record
+    /// rate, so one valid token sent in a loop cannot grow the table without bound.
+    async fn write_record(&self, record: IssuanceRecord) -> Result<(), AuditError> {
+        if record.outcome == Outcome::Refused {
+            let key = (record.issuer.clone(), record.subject.clone());
+            if self.refusal_records.check(key).await.is_err() {
+                self.metrics.refusal_record_dropped();
+                return Ok(());
+            }
+        }
+        self.audit.writer.record(record).await
     }
 
     async fn remembered_refusal(&self, key: &CacheKey) -> Option<GoogleError> {
@@ -405,7 +454,7 @@ impl Broker {
         let actor = actor.as_ref();
         let target = resolved.as_ref().ok();
         let record = self.record_for(&identity, actor, target, &req, &decided);
-        self.audit.writer.record(record).await?;
+        self.write_record(record).await?;
         let decided = match decided {
             // Checked again as the credential is about to leave, so none leaves once a
             // revocation made while this request waited for Google or the record has
@@ -413,7 +462,7 @@ impl Broker {
             Ok(_) if self.revocation_of(&identity).is_some() => {
                 let refused = Err(self.revocation_of(&identity).expect("checked above"));
                 let record = self.record_for(&identity, actor, target, &req, &refused);
-                self.audit.writer.record(record).await?;
+                self.write_record(record).await?;
                 refused
             }
             other => other,
@@ -445,6 +494,7 @@ impl Broker {
         resolved: &Result<Arc<Target>, TargetError>,
         req: &ExchangeRequest,
     ) -> Result<Decision, BrokerError> {
+        self.check_subject_limit(identity).await?;
         if let Some(revoked) = self.revocation_of(identity) {
             return Err(revoked);
         }
@@ -562,6 +612,7 @@ impl Broker {
         let mut record = IssuanceRecord {
             issued_at: now,
             request_id: ctx.request_id.clone(),
+            server_request_id: ctx.server_request_id.clone(),
             issuer: identity.issuer.clone(),
             subject: identity.subject.clone(),
             client_id: ctx.client_for(identity).map(str::to_owned),

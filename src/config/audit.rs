@@ -42,6 +42,15 @@ pub struct AuditSettings {
     /// database is slower than arrivals (at most `pool_size`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Longest a single database statement may run (ms): Postgres `statement_timeout`,
+    /// SQLite's busy timeout. A stuck statement then fails, and the caller gets a 503,
+    /// instead of holding a connection for good. Migrations are not bound by it.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_ms: u64,
+    /// First wait (ms) before a dead record writer is started again; doubles on each
+    /// death in a row, up to 30 s.
+    #[serde(default = "default_writer_restart_backoff")]
+    pub writer_restart_backoff_ms: u64,
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -82,6 +91,12 @@ fn default_commit_timeout() -> u64 {
 fn default_max_in_flight() -> usize {
     4
 }
+fn default_statement_timeout() -> u64 {
+    5_000
+}
+fn default_writer_restart_backoff() -> u64 {
+    100
+}
 fn default_revocation_poll() -> u64 {
     10
 }
@@ -99,11 +114,18 @@ impl Default for AuditSettings {
             commit_timeout_ms: default_commit_timeout(),
             revocation_poll_secs: default_revocation_poll(),
             max_in_flight: default_max_in_flight(),
+            statement_timeout_ms: default_statement_timeout(),
+            writer_restart_backoff_ms: default_writer_restart_backoff(),
         }
     }
 }
 
 impl AuditSettings {
+    /// The statement timeout as a duration.
+    pub fn statement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.statement_timeout_ms)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -113,7 +135,8 @@ impl AuditSettings {
                 ));
             }
         }
-        let checks: [(&str, bool, &str); 9] = [
+        let max_batch_range = format!("between 1 and {}", crate::audit::MAX_BATCH);
+        let checks: [(&str, bool, &str); 11] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
@@ -134,11 +157,11 @@ impl AuditSettings {
                 (1..=1_000_000).contains(&self.queue_capacity),
                 "between 1 and 1000000",
             ),
-            // 18 bound columns per row; SQLite allows 32766 parameters per statement.
+            // Each record binds one parameter per column; SQLite allows 32766 per statement.
             (
                 "audit.max_batch",
-                (1..=1800).contains(&self.max_batch),
-                "between 1 and 1800",
+                (1..=crate::audit::MAX_BATCH).contains(&self.max_batch),
+                max_batch_range.as_str(),
             ),
             (
                 "audit.enqueue_timeout_ms",
@@ -156,9 +179,19 @@ impl AuditSettings {
                 "between 1 and 3600",
             ),
             (
+                "audit.statement_timeout_ms",
+                (100..=600_000).contains(&self.statement_timeout_ms),
+                "between 100 and 600000",
+            ),
+            (
                 "audit.max_in_flight",
                 (1..=self.pool_size as usize).contains(&self.max_in_flight),
                 "between 1 and audit.pool_size",
+            ),
+            (
+                "audit.writer_restart_backoff_ms",
+                (10..=30_000).contains(&self.writer_restart_backoff_ms),
+                "between 10 and 30000",
             ),
         ];
         for (key, ok, rule) in checks {

@@ -1,6 +1,6 @@
 //! `[google]`: Google endpoints and outbound HTTP behaviour.
 
-use super::{check_url, invalid, ConfigError};
+use super::{check_url, invalid, BreakerSettings, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ pub struct GoogleSettings {
     /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's, or the metadata server).
     #[serde(default)]
     pub credentials_file: Option<std::path::PathBuf>,
+    /// Time to establish a connection to Google STS, in milliseconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
     /// Whole-request timeout for Google calls, in milliseconds.
     #[serde(default = "default_google_timeout")]
     pub timeout_ms: u64,
@@ -41,6 +44,10 @@ pub struct GoogleSettings {
     /// exchanges wait for a free slot within their deadline.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_calls: usize,
+    /// Circuit breaker of Google STS: once open, exchanges that need Google are answered
+    /// `503` with `Retry-After` at once (cached credentials are still served).
+    #[serde(default)]
+    pub breaker: BreakerSettings,
 }
 
 fn default_sts_url() -> String {
@@ -48,6 +55,9 @@ fn default_sts_url() -> String {
 }
 fn default_iam_credentials_url() -> String {
     "https://iamcredentials.googleapis.com".into()
+}
+fn default_connect_timeout() -> u64 {
+    2_000
 }
 fn default_google_timeout() -> u64 {
     10_000
@@ -74,12 +84,14 @@ impl Default for GoogleSettings {
             sts_url: default_sts_url(),
             iam_credentials_url: default_iam_credentials_url(),
             credentials_file: None,
+            connect_timeout_ms: default_connect_timeout(),
             timeout_ms: default_google_timeout(),
             retry_after_secs: default_retry_after(),
             max_attempts: default_max_attempts(),
             deadline_ms: default_deadline(),
             refusal_memory_secs: default_refusal_memory(),
             max_concurrent_calls: default_max_concurrent(),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -99,6 +111,12 @@ impl GoogleSettings {
         if !(100..=60_000).contains(&self.timeout_ms) {
             return Err(invalid(
                 "google.timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if !(100..=60_000).contains(&self.connect_timeout_ms) {
+            return Err(invalid(
+                "google.connect_timeout_ms",
                 "must be between 100 and 60000",
             ));
         }
@@ -129,12 +147,17 @@ impl GoogleSettings {
                 "must be between 100 and 120000",
             ));
         }
-        Ok(())
+        self.breaker.validate("google.breaker")
     }
 
     /// Total time for one exchange, retries included.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Time to connect to Google STS.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
     }
 
     /// Timeout of one Google call.

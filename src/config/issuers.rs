@@ -53,6 +53,19 @@ pub struct IssuerSettings {
     /// Claim holding the caller's display name (default `name`).
     #[serde(default)]
     pub name_claim: Option<String>,
+    /// Hosts besides the issuer's own that a `jwks_uri` from discovery may point to when it
+    /// changes (e.g. `www.googleapis.com`); a changed `jwks_uri` elsewhere is refused and
+    /// the last good keys stay.
+    #[serde(default)]
+    pub jwks_allowed_hosts: Vec<String>,
+    /// Accept only RFC 9068 access tokens (header `typ` `at+jwt` or `application/at+jwt`):
+    /// ID tokens and tokens without that `typ` are refused.
+    #[serde(default)]
+    pub require_at_jwt: bool,
+    /// Seconds the last good key set may go without a successful refresh before readiness
+    /// fails (the keys are still used meanwhile).
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_secs: u64,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -66,6 +79,9 @@ fn default_jwks_min_refetch() -> u64 {
 }
 fn default_jwks_refresh() -> u64 {
     300
+}
+fn default_jwks_max_age() -> u64 {
+    86_400
 }
 
 impl IssuerSettings {
@@ -84,6 +100,9 @@ impl IssuerSettings {
             cache_key_claims: None,
             email_claim: None,
             name_claim: None,
+            jwks_allowed_hosts: Vec::new(),
+            require_at_jwt: false,
+            jwks_max_age_secs: default_jwks_max_age(),
         }
     }
 
@@ -124,6 +143,23 @@ impl IssuerSettings {
                 "must be between 1 and 86400",
             ));
         }
+        if self.jwks_max_age_secs <= self.jwks_refresh_secs || self.jwks_max_age_secs > 30 * 86_400
+        {
+            return Err(invalid(
+                format!("{key}.jwks_max_age_secs"),
+                "must be longer than jwks_refresh_secs and at most 2592000 (30 days)",
+            ));
+        }
+        if let Some(host) = self
+            .jwks_allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ':', '@', ' ']))
+        {
+            return Err(invalid(
+                format!("{key}.jwks_allowed_hosts"),
+                format!("`{host}` is not a host name (no scheme, port or path)"),
+            ));
+        }
         if self.jwks_min_refetch_secs == 0 {
             return Err(invalid(
                 format!("{key}.jwks_min_refetch_secs"),
@@ -136,6 +172,11 @@ impl IssuerSettings {
     /// Least time between two key-set fetches.
     pub fn jwks_min_refetch(&self) -> Duration {
         Duration::from_secs(self.jwks_min_refetch_secs)
+    }
+
+    /// Age of the last good key set after which readiness fails.
+    pub fn jwks_max_age(&self) -> Duration {
+        Duration::from_secs(self.jwks_max_age_secs)
     }
 
     /// Time between two scheduled key-set fetches.

@@ -5,11 +5,14 @@
 mod admin;
 mod assertion;
 mod audit;
+mod breaker;
 mod cache;
 mod clients;
 mod google;
 mod http;
 mod issuers;
+mod jwks;
+mod limits;
 mod load_error;
 mod log;
 mod metrics;
@@ -23,11 +26,14 @@ pub use assertion::{
     TargetMode, MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::AuditSettings;
+pub use breaker::BreakerSettings;
 pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
 pub use clients::ClientSettings;
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
+pub use jwks::JwksSettings;
+pub use limits::{LimitsSettings, RateSettings};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
@@ -65,6 +71,9 @@ pub struct Settings {
     /// Google endpoints and outbound HTTP behaviour.
     #[serde(default)]
     pub google: GoogleSettings,
+    /// How the issuers' discovery documents and key sets are fetched.
+    #[serde(default)]
+    pub jwks: JwksSettings,
     /// Credential cache.
     #[serde(default)]
     pub cache: CacheSettings,
@@ -86,6 +95,9 @@ pub struct Settings {
     /// Inbound HTTP strictness.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Rate limits per subject and per client address.
+    #[serde(default)]
+    pub limits: LimitsSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -101,6 +113,7 @@ impl Default for Settings {
             clients: Vec::new(),
             require_client_auth: false,
             google: GoogleSettings::default(),
+            jwks: JwksSettings::default(),
             cache: CacheSettings::default(),
             log: LogSettings::default(),
             audit: AuditSettings::default(),
@@ -108,6 +121,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             assertion: None,
             http: HttpSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -161,7 +175,7 @@ impl Settings {
     /// Facts that do not stop the service but that an operator should see: a target whose
     /// policy names nobody serves nobody.
     pub fn warnings(&self) -> Vec<String> {
-        self.targets
+        let mut warnings: Vec<String> = self.targets
             .iter()
             .enumerate()
             .filter(|(_, t)| !t.policy.names_anyone())
@@ -171,7 +185,15 @@ impl Settings {
                     t.name
                 )
             })
-            .collect()
+            .collect();
+        let needed = self.google.deadline_ms + self.audit.commit_timeout_ms;
+        if self.http.request_timeout_ms < needed {
+            warnings.push(format!(
+                "configuration key `http.request_timeout_ms`: {} ms is less than google.deadline_ms + audit.commit_timeout_ms ({needed} ms), so a slow exchange is cut off before Google's retries or the record's commit could finish",
+                self.http.request_timeout_ms
+            ));
+        }
+        warnings
     }
 
     /// Pass-through targets forward the caller's token to Google, which accepts only
@@ -255,8 +277,10 @@ impl Settings {
         }
         self.validate_assertion()?;
         self.google.validate()?;
+        self.jwks.validate()?;
         self.cache.validate()?;
         self.http.validate()?;
+        self.limits.validate()?;
         self.audit.validate()?;
         let trusted: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
         self.admin.validate(&trusted)?;
@@ -426,6 +450,25 @@ mod tests {
     }
 
     #[test]
+    fn breaker_and_key_set_settings_out_of_range_name_their_key() {
+        let mut s = valid();
+        s.google.breaker.failure_threshold = 0;
+        assert_eq!(problem_key(&s), "google.breaker.failure_threshold");
+        let mut s = valid();
+        s.jwks.breaker.cool_down_secs = 0;
+        assert_eq!(problem_key(&s), "jwks.breaker.cool_down_secs");
+        let mut s = valid();
+        s.jwks.timeout_ms = 10;
+        assert_eq!(problem_key(&s), "jwks.timeout_ms");
+        let mut s = valid();
+        s.issuers[0].jwks_max_age_secs = s.issuers[0].jwks_refresh_secs;
+        assert_eq!(problem_key(&s), "issuers[0].jwks_max_age_secs");
+        let mut s = valid();
+        s.issuers[0].jwks_allowed_hosts = vec!["https://keys.example.com".into()];
+        assert_eq!(problem_key(&s), "issuers[0].jwks_allowed_hosts");
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type is fixed by figment
     fn the_documented_example_configuration_is_valid() {
         // Inside a jail: the environment is process-wide and another test changes it.
@@ -488,6 +531,35 @@ mod tests {
             warnings[0].contains("targets[0].policy") && warnings[0].contains("bigquery"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_request_timeout_shorter_than_googles_deadline_is_warned_about() {
+        let mut s = valid();
+        s.http.request_timeout_ms = 1_000;
+        s.validate().unwrap();
+        let warnings = s.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("http.request_timeout_ms"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_cidrs_or_addresses() {
+        let mut s = valid();
+        s.http.trusted_proxies = vec!["10.0.0.0/8".into(), "2001:db8::1".into()];
+        s.validate().unwrap();
+        s.http.trusted_proxies.push("10.0.0.0/33".into());
+        assert_eq!(problem_key(&s), "http.trusted_proxies[2]");
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_refused_by_key() {
+        let mut s = valid();
+        s.limits.per_subject.burst = 0;
+        assert_eq!(problem_key(&s), "limits.per_subject.burst");
     }
 
     #[test]

@@ -30,6 +30,36 @@ impl Settings {
                 self.admin.permission
             );
         }
+        let proxies = if self.http.trusted_proxies.is_empty() {
+            "none (forwarding headers ignored; the TCP peer is the client)".to_owned()
+        } else {
+            self.http.trusted_proxies.join(", ")
+        };
+        let _ = writeln!(out, "  trusted proxies   {proxies}");
+        let _ = writeln!(
+            out,
+            "  timeouts          body {} ms, exchange {} ms, shutdown {} s",
+            self.http.body_timeout_ms,
+            self.http.request_timeout_ms,
+            self.http.shutdown_timeout_secs
+        );
+        let l = &self.limits;
+        let rates = if l.enabled {
+            format!(
+                "per subject {}; per client address {}",
+                l.per_subject.describe(),
+                l.per_client_address.describe()
+            )
+        } else {
+            "off".to_owned()
+        };
+        let _ = writeln!(out, "rate limits:        {rates}");
+        let _ = writeln!(
+            out,
+            "  refusal records   per subject {}; at most {} keys tracked per limit",
+            l.refusal_records_per_subject.describe(),
+            l.max_tracked_keys
+        );
         if let Some(a) = &self.assertion {
             let keys: Vec<String> = a
                 .keys
@@ -53,6 +83,20 @@ impl Settings {
                 .collect::<Vec<_>>()
                 .join("; ");
             let _ = writeln!(out, "    claims          {claims}");
+            let mut keys = format!(
+                "refreshed every {} s, not ready after {} s without a refresh",
+                i.jwks_refresh_secs, i.jwks_max_age_secs
+            );
+            if !i.jwks_allowed_hosts.is_empty() {
+                keys.push_str(&format!(
+                    "; may move to {}",
+                    i.jwks_allowed_hosts.join(", ")
+                ));
+            }
+            let _ = writeln!(out, "    key set         {keys}");
+            if i.require_at_jwt {
+                let _ = writeln!(out, "    token type      at+jwt only (RFC 9068)");
+            }
         }
         let _ = writeln!(out, "targets ({}):", self.targets.len());
         for t in &self.targets {
@@ -116,8 +160,11 @@ impl Settings {
         let _ = writeln!(out, "issuance store:     {store}");
         let _ = writeln!(
             out,
-            "  retention {} days, revocations reloaded every {} s",
-            self.audit.retention_days, self.audit.revocation_poll_secs
+            "  retention {} days, revocations reloaded every {} s, statements time out after {} ms, a dead record writer restarted after {} ms (doubling up to 30 s)",
+            self.audit.retention_days,
+            self.audit.revocation_poll_secs,
+            self.audit.statement_timeout_ms,
+            self.audit.writer_restart_backoff_ms
         );
         let _ = writeln!(
             out,
@@ -125,10 +172,33 @@ impl Settings {
             self.cache.max_entries, self.cache.refresh_margin_secs
         );
         let _ = writeln!(out, "google STS:         {}", self.google.sts_url);
+        let breaker = |b: &super::BreakerSettings| {
+            format!(
+                "breaker opens after {} failures in {} s, probes after {} s",
+                b.failure_threshold, b.window_secs, b.cool_down_secs
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  connect {} ms, call {} ms, {} attempts within {} ms, {} in flight; {}",
+            self.google.connect_timeout_ms,
+            self.google.timeout_ms,
+            self.google.max_attempts,
+            self.google.deadline_ms,
+            self.google.max_concurrent_calls,
+            breaker(&self.google.breaker)
+        );
         let _ = writeln!(
             out,
             "IAM Credentials:    {}",
             self.google.iam_credentials_url
+        );
+        let _ = writeln!(
+            out,
+            "issuer key fetches: connect {} ms, fetch {} ms; {}",
+            self.jwks.connect_timeout_ms,
+            self.jwks.timeout_ms,
+            breaker(&self.jwks.breaker)
         );
         out
     }

@@ -67,6 +67,17 @@ pub struct BridgeTrust {
     pub jwks: JwkSet,
 }
 
+/// A way the stand-in misbehaves on one call, as Google does under load or in an outage.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answers `status` with Google's JSON error `body`, and `Retry-After` when given.
+    Status(u16, Value, Option<u64>),
+    /// Answers normally, after the delay.
+    Slow(Duration),
+    /// Closes the connection without a complete answer.
+    Drop,
+}
+
 /// Google's limit on `exp - iat`.
 const MAX_LIFETIME_SECS: u64 = 48 * 3600;
 /// Clock skew Google tolerates on `iat`.
@@ -83,6 +94,10 @@ pub(super) struct State {
     pub(super) iam: super::iam::IamState,
     /// Where the stand-in listens (the `aud` its OAuth endpoint expects).
     pub(super) addr: Mutex<Option<SocketAddr>>,
+    /// Calls being answered now, and the most ever at once.
+    in_flight: Mutex<(usize, usize)>,
+    /// Faults applied in turn, call after call (`None`: answer normally).
+    chaos: Mutex<Vec<Option<Fault>>>,
 }
 
 /// A running Google STS stand-in.
@@ -165,6 +180,17 @@ impl GoogleStandIn {
             .push_back((status, body, secs));
     }
 
+    /// Misbehaves in turn, call after call, as `faults` says (`None`: answer normally);
+    /// an empty list ends it.
+    pub fn set_chaos(&self, faults: Vec<Option<Fault>>) {
+        *self.state.chaos.lock().expect("lock") = faults;
+    }
+
+    /// The most calls the stand-in was answering at one time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.in_flight.lock().expect("lock").1
+    }
+
     /// Delays every answer (to make concurrent requests overlap).
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock().expect("lock") = delay;
@@ -213,7 +239,26 @@ struct SubjectClaims {
     exp: Option<f64>,
 }
 
+/// Counts a call in flight while it lives.
+struct InFlight<'a>(&'a Mutex<(usize, usize)>);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a Mutex<(usize, usize)>) -> Self {
+        let mut c = counter.lock().expect("lock");
+        c.0 += 1;
+        c.1 = c.1.max(c.0);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("lock").0 -= 1;
+    }
+}
+
 async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    let _in_flight = InFlight::enter(&state.in_flight);
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let call = StsCall {
         form,
@@ -223,7 +268,29 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> H
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
-    state.calls.lock().expect("lock").push(call.clone());
+    let number = {
+        let mut calls = state.calls.lock().expect("lock");
+        calls.push(call.clone());
+        calls.len() - 1
+    };
+    let fault = {
+        let chaos = state.chaos.lock().expect("lock");
+        (!chaos.is_empty())
+            .then(|| chaos[number % chaos.len()].clone())
+            .flatten()
+    };
+    match fault {
+        Some(Fault::Status(status, body, retry_after)) => {
+            state
+                .failures
+                .lock()
+                .expect("lock")
+                .push_front((status, body, retry_after));
+        }
+        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Drop) => return dropped_connection(),
+        None => {}
+    }
     let delay = *state.delay.lock().expect("lock");
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -266,6 +333,34 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> H
 
 pub(super) fn split_scopes(scope: &str) -> Vec<String> {
     scope.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
+/// A response whose body fails before its first byte: the server closes the connection
+/// and the client sees it drop without an answer.
+fn dropped_connection() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(FailingBody)
+}
+
+struct FailingBody;
+
+impl actix_web::body::MessageBody for FailingBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection dropped by the stand-in",
+        ))))
+    }
 }
 
 /// An RFC 6749 error code and Google's wording.

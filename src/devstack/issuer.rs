@@ -1,7 +1,7 @@
 //! A local, Auth0-shaped issuer: discovery, JWKS with rotation, and token minting.
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -113,6 +113,15 @@ struct State {
     url: String,
     keys: Mutex<Vec<SigningKey>>,
     jwks_requests: AtomicUsize,
+    discovery_requests: AtomicUsize,
+    /// `Host` and path of each key-set request, in order.
+    jwks_hosts: Mutex<Vec<String>>,
+    /// Status every key-set request is answered with instead of the keys.
+    jwks_failure: Mutex<Option<u16>>,
+    /// Keys published as given, after the generated ones.
+    raw_jwks: Mutex<Vec<Value>>,
+    /// `jwks_uri` the discovery document names instead of the default.
+    jwks_uri: Mutex<Option<String>>,
 }
 
 /// A running dev issuer. Dropping the handle does not stop it; call [`DevIssuer::stop`].
@@ -131,6 +140,11 @@ impl DevIssuer {
             url: format!("http://{addr}/"),
             keys: Mutex::new(vec![SigningKey::generate("dev-key-1".into(), true)]),
             jwks_requests: AtomicUsize::new(0),
+            discovery_requests: AtomicUsize::new(0),
+            jwks_hosts: Mutex::new(Vec::new()),
+            jwks_failure: Mutex::new(None),
+            raw_jwks: Mutex::new(Vec::new()),
+            jwks_uri: Mutex::new(None),
         });
         let handle = super::serve(listener, state.clone(), |app| {
             app.route(
@@ -138,6 +152,7 @@ impl DevIssuer {
                 web::get().to(discovery),
             )
             .route("/.well-known/jwks.json", web::get().to(jwks))
+            .route("/keys/jwks.json", web::get().to(jwks))
             .route("/dev/token", web::post().to(mint_route));
         })?;
         Ok(Self {
@@ -160,6 +175,40 @@ impl DevIssuer {
     /// How many times the JWKS was fetched.
     pub fn jwks_requests(&self) -> usize {
         self.state.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// How many times the discovery document was fetched.
+    pub fn discovery_requests(&self) -> usize {
+        self.state.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// `Host` header and path of every key-set request so far (`127.0.0.1:PORT/keys/…`).
+    pub fn jwks_request_hosts(&self) -> Vec<String> {
+        self.state.jwks_hosts.lock().expect("hosts").clone()
+    }
+
+    /// Answers every key-set request with `status` (and an Auth0-like error body) from
+    /// now on; `None` serves the keys again.
+    pub fn fail_jwks(&self, status: Option<u16>) {
+        *self.state.jwks_failure.lock().expect("failure") = status;
+    }
+
+    /// Publishes `jwk` as given, beside the generated keys (a weak, odd or hostile key).
+    pub fn publish_raw_jwk(&self, jwk: Value) {
+        self.state.raw_jwks.lock().expect("raw keys").push(jwk);
+    }
+
+    /// The JWK of key `kid`, as the key set would publish it.
+    pub fn jwk_of(&self, kid: &str) -> Value {
+        let keys = self.state.keys.lock().expect("keys");
+        let key = keys.iter().find(|k| k.kid == kid).expect("known kid");
+        serde_json::to_value(&key.jwk).expect("JWK as JSON")
+    }
+
+    /// Makes the discovery document name `uri` as `jwks_uri` (the issuer moved its keys);
+    /// `/keys/jwks.json` on this issuer serves the same set as the default path.
+    pub fn set_jwks_uri(&self, uri: Option<String>) {
+        *self.state.jwks_uri.lock().expect("jwks_uri") = uri;
     }
 
     /// Mints an access token signed with the newest published key.
@@ -299,12 +348,19 @@ impl State {
 }
 
 async fn discovery(state: web::Data<State>) -> HttpResponse {
+    state.discovery_requests.fetch_add(1, Ordering::SeqCst);
     let url = &state.url;
+    let jwks_uri = state
+        .jwks_uri
+        .lock()
+        .expect("jwks_uri")
+        .clone()
+        .unwrap_or_else(|| format!("{url}.well-known/jwks.json"));
     HttpResponse::Ok().json(json!({
         "issuer": url,
         "authorization_endpoint": format!("{url}authorize"),
         "token_endpoint": format!("{url}oauth/token"),
-        "jwks_uri": format!("{url}.well-known/jwks.json"),
+        "jwks_uri": jwks_uri,
         "response_types_supported": ["code", "token", "id_token", "code token", "code id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["HS256", "RS256", "PS256"],
@@ -312,8 +368,26 @@ async fn discovery(state: web::Data<State>) -> HttpResponse {
     }))
 }
 
-async fn jwks(state: web::Data<State>) -> HttpResponse {
+async fn jwks(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     state.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    state
+        .jwks_hosts
+        .lock()
+        .expect("hosts")
+        .push(format!("{host}{}", req.path()));
+    if let Some(status) = *state.jwks_failure.lock().expect("failure") {
+        let status = actix_web::http::StatusCode::from_u16(status).expect("status");
+        return HttpResponse::build(status).json(json!({
+            "error": "temporarily_unavailable",
+            "error_description": "Service unavailable",
+        }));
+    }
     let keys = state.keys.lock().expect("keys");
     let set = JwkSet {
         keys: keys
@@ -322,6 +396,10 @@ async fn jwks(state: web::Data<State>) -> HttpResponse {
             .map(|k| k.jwk.clone())
             .collect(),
     };
+    let mut set = serde_json::to_value(set).expect("JWKS as JSON");
+    if let Some(Value::Array(published)) = set.get_mut("keys") {
+        published.extend(state.raw_jwks.lock().expect("raw keys").iter().cloned());
+    }
     HttpResponse::Ok().json(set)
 }
 

@@ -6,7 +6,7 @@ mod google;
 mod iam;
 mod issuer;
 
-pub use google::{BridgeTrust, GoogleStandIn, IssuedToken, StsCall};
+pub use google::{BridgeTrust, Fault, GoogleStandIn, IssuedToken, StsCall};
 pub use iam::{google_error_body, IamCall};
 pub use issuer::{
     DevIssuer, MintRequest, DEV_AUDIENCE, DEV_CLIENT, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM,

@@ -3,6 +3,7 @@
 
 use super::sts::{describe_transport, read_bounded};
 use super::{GoogleError, StsToken};
+use crate::breaker::Breaker;
 use crate::metrics::{transport_error, Metrics};
 use crate::secret::Token;
 use serde::Deserialize;
@@ -18,6 +19,7 @@ pub struct IamCredentialsClient {
     http: reqwest::Client,
     base_url: String,
     metrics: Arc<Metrics>,
+    breaker: Arc<Breaker>,
 }
 
 /// An access token of a service account.
@@ -60,12 +62,19 @@ struct ErrorBody {
 }
 
 impl IamCredentialsClient {
-    /// A client for the API at `base_url` (`https://iamcredentials.googleapis.com`).
-    pub fn new(http: reqwest::Client, base_url: String, metrics: Arc<Metrics>) -> Self {
+    /// A client for the API at `base_url` (`https://iamcredentials.googleapis.com`), called
+    /// only while `breaker` lets it.
+    pub fn new(
+        http: reqwest::Client,
+        base_url: String,
+        metrics: Arc<Metrics>,
+        breaker: Arc<Breaker>,
+    ) -> Self {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             metrics,
+            breaker,
         }
     }
 
@@ -138,6 +147,27 @@ impl IamCredentialsClient {
             self.base_url,
             percent_encoding::utf8_percent_encode(service_account, PATH_SEGMENT)
         );
+        let mut admission = self
+            .breaker
+            .admit()
+            .map_err(|open| GoogleError::IamCircuitOpen(open.retry_after))?;
+        admission.sent();
+        let outcome = self.send(url, bearer, body).await;
+        // Only a failure of Google's (429, 5xx, no answer) counts against the breaker: a
+        // refusal is an answer.
+        match &outcome {
+            Err(GoogleError::IamUnavailable(_)) => admission.failed(),
+            _ => admission.succeeded(),
+        }
+        outcome
+    }
+
+    async fn send(
+        &self,
+        url: String,
+        bearer: &Token,
+        body: &serde_json::Value,
+    ) -> Result<Vec<u8>, GoogleError> {
         let started = Instant::now();
         let sent = self
             .http

@@ -25,6 +25,10 @@ pub enum GoogleError {
     /// Google could not be reached, timed out, throttled or failed (5xx).
     #[error("Google STS is unavailable: {0}")]
     Unavailable(String),
+    /// Google failed repeatedly, so it was not called; it may be tried again after the
+    /// duration given.
+    #[error("Google STS is unavailable: it failed repeatedly, so it is not called for {} s", .0.as_secs())]
+    CircuitOpen(std::time::Duration),
     /// The subject token is one Google refuses (`invalid_grant`); it was not sent.
     #[error("{0}")]
     WouldRefuse(String),
@@ -42,6 +46,10 @@ pub enum GoogleError {
     /// IAM Credentials could not be reached, timed out, throttled (429) or failed (5xx).
     #[error("Google IAM Credentials is unavailable: {0}")]
     IamUnavailable(String),
+    /// IAM Credentials failed repeatedly, so it was not called; it may be tried again after
+    /// the duration given.
+    #[error("Google IAM Credentials is unavailable: it failed repeatedly, so it is not called for {} s", .0.as_secs())]
+    IamCircuitOpen(std::time::Duration),
     /// Google answered 200 with a body that is not a usable token response.
     #[error("Google STS answered with an unusable response: {0}")]
     BadResponse(String),

@@ -1,6 +1,7 @@
 //! Google STS client: RFC 8693 token exchange against a workforce pool provider.
 
 use super::GoogleError;
+use crate::breaker::Breaker;
 use crate::metrics::{transport_error, Metrics};
 use crate::secret::Token;
 use serde::Deserialize;
@@ -90,15 +91,18 @@ pub struct StsClient {
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
     slots: Arc<tokio::sync::Semaphore>,
+    breaker: Arc<Breaker>,
 }
 
 impl StsClient {
-    /// A client posting to `url` through `http` (which carries the per-call timeouts).
+    /// A client posting to `url` through `http` (which carries the per-call timeouts),
+    /// refusing at once while `breaker` is open.
     pub fn new(
         http: reqwest::Client,
         url: String,
         metrics: Arc<Metrics>,
         retry: RetryPolicy,
+        breaker: Arc<Breaker>,
     ) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(retry.max_concurrent));
         Self {
@@ -107,6 +111,7 @@ impl StsClient {
             metrics,
             retry,
             slots,
+            breaker,
         }
     }
 
@@ -139,14 +144,25 @@ impl StsClient {
         }
     }
 
-    /// One attempt once a slot is free: a dead or slow Google must not gather an
-    /// unbounded crowd of calls.
+    /// One attempt once the breaker lets it through and a slot is free: a dead or slow
+    /// Google must not gather an unbounded crowd of calls. The breaker is asked first, so
+    /// callers do not queue for a slot only to be refused.
     async fn attempt_in_slot(&self, req: &StsRequest<'_>) -> Result<StsToken, AttemptError> {
+        let mut admission = self
+            .breaker
+            .admit()
+            .map_err(|open| AttemptError::Final(GoogleError::CircuitOpen(open.retry_after)))?;
         let _slot =
             self.slots.acquire().await.map_err(|_| {
                 AttemptError::Final(GoogleError::Unavailable("shutting down".into()))
             })?;
-        self.attempt(req).await
+        admission.sent();
+        let outcome = self.attempt(req).await;
+        match &outcome {
+            Err(AttemptError::Retriable(..)) => admission.failed(),
+            _ => admission.succeeded(),
+        }
+        outcome
     }
 
     async fn attempt(&self, req: &StsRequest<'_>) -> Result<StsToken, AttemptError> {

@@ -4,16 +4,20 @@
 use aws_lc_rs::signature::{self as lc, ParsedPublicKey, VerificationAlgorithm};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use openidconnect::core::CoreProviderMetadata;
 use rsa::pkcs1::EncodeRsaPublicKey;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+use crate::breaker::Breaker;
+use crate::config::IssuerSettings;
 use crate::metrics::Metrics;
 
 /// A public key from the issuer's JWKS, parsed once per algorithm it can verify, so a
@@ -28,6 +32,11 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// Whether the key may verify `alg` (its type allows it, and its `alg`, if any, is it).
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        self.parsed.iter().any(|(a, _)| *a == alg)
+    }
+
     /// Whether `signature` (raw bytes) over `message` verifies with this key under `alg`;
     /// false also when the key cannot verify `alg` at all.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
@@ -37,7 +46,9 @@ impl VerifyingKey {
             .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 
-    fn from_jwk(jwk: &Jwk) -> Result<Option<Self>, String> {
+    /// The key `jwk` describes, parsed for the algorithms it may verify: only its `alg`
+    /// when it names one, every algorithm of its type when not.
+    fn from_jwk(jwk: &Jwk) -> Result<Self, Skipped> {
         let (family, bytes, algorithms): (_, Vec<u8>, &AlgorithmTable) = match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => (
                 AlgorithmFamily::Rsa,
@@ -48,7 +59,7 @@ impl VerifyingKey {
                 let algorithms = match ec.curve {
                     EllipticCurve::P256 => P256_ALGORITHMS,
                     EllipticCurve::P384 => P384_ALGORITHMS,
-                    _ => return Err("unsupported curve".into()),
+                    _ => return Err(Skipped::unsupported("unsupported curve")),
                 };
                 // SEC 1 uncompressed point: 0x04 || x || y.
                 let mut point = vec![4u8];
@@ -56,23 +67,66 @@ impl VerifyingKey {
                 point.extend(b64(&ec.y)?);
                 (AlgorithmFamily::Ec, point, algorithms)
             }
-            _ => return Ok(None),
+            _ => return Err(Skipped::unsupported("unsupported key type")),
+        };
+        let only = match jwk.common.key_algorithm {
+            None => None,
+            Some(named) => Some(Algorithm::from_str(&named.to_string()).map_err(|_| {
+                Skipped::new("alg", format!("`alg` {named} is not a signature algorithm"))
+            })?),
         };
         let parsed = algorithms
             .iter()
+            .filter(|(alg, _)| only.is_none_or(|only| only == *alg))
             .map(|(alg, lc_alg)| {
                 ParsedPublicKey::new(*lc_alg, &bytes)
                     .map(|key| (*alg, key))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| Skipped::new("invalid", e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Self {
+        if parsed.is_empty() {
+            return Err(Skipped::new(
+                "alg",
+                format!("`alg` {} does not fit the key type", printable_alg(jwk)),
+            ));
+        }
+        Ok(Self {
             family,
             material: Sha256::digest(&bytes).into(),
             parsed: parsed.into(),
-        }))
+        })
     }
 }
+
+/// Why a published key is left out: a bounded reason for the metric, and words for the log.
+#[derive(Debug)]
+struct Skipped {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Skipped {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn unsupported(detail: &str) -> Self {
+        Self::new("unsupported", detail)
+    }
+}
+
+fn printable_alg(jwk: &Jwk) -> String {
+    jwk.common
+        .key_algorithm
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Least RSA modulus accepted (NIST SP 800-131A; Google's providers refuse less too).
+const MIN_RSA_BITS: usize = 2048;
 
 type AlgorithmTable = [(Algorithm, &'static dyn VerificationAlgorithm)];
 
@@ -88,18 +142,28 @@ const RSA_ALGORITHMS: &AlgorithmTable = &[
 const P256_ALGORITHMS: &AlgorithmTable = &[(Algorithm::ES256, &lc::ECDSA_P256_SHA256_FIXED)];
 const P384_ALGORITHMS: &AlgorithmTable = &[(Algorithm::ES384, &lc::ECDSA_P384_SHA384_FIXED)];
 
-fn b64(value: &str) -> Result<Vec<u8>, String> {
+fn b64(value: &str) -> Result<Vec<u8>, Skipped> {
     URL_SAFE_NO_PAD
         .decode(value)
-        .map_err(|_| "key parameter is not base64url".to_string())
+        .map_err(|_| Skipped::new("invalid", "key parameter is not base64url"))
 }
 
 /// PKCS#1 `RSAPublicKey` DER from the JWK's modulus and exponent.
-fn rsa_public_der(n: &str, e: &str) -> Result<Vec<u8>, String> {
+fn rsa_public_der(n: &str, e: &str) -> Result<Vec<u8>, Skipped> {
     let n = rsa::BigUint::from_bytes_be(&b64(n)?);
+    if n.bits() < MIN_RSA_BITS {
+        return Err(Skipped::new(
+            "weak",
+            format!(
+                "RSA key of {} bits; at least {MIN_RSA_BITS} are required",
+                n.bits()
+            ),
+        ));
+    }
     let e = rsa::BigUint::from_bytes_be(&b64(e)?);
-    let key = rsa::RsaPublicKey::new(n, e).map_err(|e| e.to_string())?;
-    let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
+    let invalid = |e: String| Skipped::new("invalid", e);
+    let key = rsa::RsaPublicKey::new(n, e).map_err(|e| invalid(e.to_string()))?;
+    let der = key.to_pkcs1_der().map_err(|e| invalid(e.to_string()))?;
     Ok(der.as_bytes().to_vec())
 }
 
@@ -113,6 +177,14 @@ pub enum FetchError {
         url: String,
         /// What went wrong.
         reason: String,
+    },
+    /// Not fetched: the issuer's breaker is open.
+    #[error("keys of {issuer} not fetched: the issuer failed repeatedly, so it is not called for {secs} s")]
+    Paused {
+        /// The issuer.
+        issuer: String,
+        /// Seconds until the next probe.
+        secs: u64,
     },
     /// JWKS unreachable or malformed.
     #[error("key set at {url} failed: {reason}")]
@@ -137,40 +209,73 @@ struct Loaded {
 pub struct KeySet {
     issuer: String,
     discovery_url: String,
+    /// Hosts a changed `jwks_uri` may move to: the issuer's own and the configured ones.
+    allowed_hosts: Vec<String>,
     http: reqwest::Client,
+    breaker: Arc<Breaker>,
     min_refetch: Duration,
+    max_age: Duration,
     metrics: Arc<Metrics>,
     loaded: RwLock<Loaded>,
-    /// Time of the last fetch attempt; the mutex also makes concurrent refetches wait for one.
+    /// Time of the last fetch attempt; the mutex also makes concurrent refetches wait for
+    /// one, so an issuer never sees more than one fetch of this service at a time,
+    /// scheduled refreshes included.
     last_attempt: Mutex<Option<Instant>>,
+    /// Whether a request of the fetch under way found the issuer down (fetches are one
+    /// at a time, under `last_attempt`).
+    found_down: AtomicBool,
 }
 
 /// Upper bound on a discovery document or key set, so a hostile issuer cannot exhaust memory.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
+/// Most keys read from one key set; Auth0 publishes two or three.
+const MAX_KEYS: usize = 100;
+
+/// Why the keys on hand are not good enough to call the service ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysNotReady {
+    /// No key set was ever loaded; the latest error, if any.
+    NeverLoaded(Option<String>),
+    /// The last good set is older than its maximum age; its age and the latest error.
+    Stale(Duration, Option<String>),
+}
+
 impl KeySet {
-    /// A key set with nothing loaded yet.
+    /// A key set of `issuer` with nothing loaded yet, fetched through `http` while
+    /// `breaker` lets it.
     pub fn new(
-        issuer: String,
-        discovery_url: Option<String>,
+        issuer: &IssuerSettings,
         http: reqwest::Client,
-        min_refetch: Duration,
+        breaker: Arc<Breaker>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let discovery_url = discovery_url.unwrap_or_else(|| {
+        let discovery_url = issuer.discovery_url.clone().unwrap_or_else(|| {
             format!(
                 "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
+                issuer.issuer.trim_end_matches('/')
             )
         });
+        let mut allowed_hosts: Vec<String> = issuer
+            .jwks_allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        if let Some(host) = host_of(&issuer.issuer) {
+            allowed_hosts.push(host);
+        }
         Self {
-            issuer,
+            issuer: issuer.issuer.clone(),
             discovery_url,
+            allowed_hosts,
             http,
-            min_refetch,
+            breaker,
+            min_refetch: issuer.jwks_min_refetch(),
+            max_age: issuer.jwks_max_age(),
             metrics,
             loaded: RwLock::new(Loaded::default()),
             last_attempt: Mutex::new(None),
+            found_down: AtomicBool::new(false),
         }
     }
 
@@ -181,6 +286,18 @@ impl KeySet {
             .expect("key set lock")
             .loaded_at
             .is_some()
+    }
+
+    /// `Ok` when keys are loaded and the last good set is younger than its maximum age.
+    pub fn readiness(&self) -> Result<(), KeysNotReady> {
+        let loaded = self.loaded.read().expect("key set lock");
+        match loaded.loaded_at {
+            None => Err(KeysNotReady::NeverLoaded(loaded.last_error.clone())),
+            Some(at) if at.elapsed() > self.max_age => {
+                Err(KeysNotReady::Stale(at.elapsed(), loaded.last_error.clone()))
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     /// Number of usable keys.
@@ -222,17 +339,18 @@ impl KeySet {
             return None;
         }
         *last = Some(Instant::now());
-        if let Err(e) = self.fetch().await {
+        if let Err(e) = self.fetch(false).await {
             tracing::warn!(issuer = %self.issuer, error = %e, "key set refetch failed; keeping the last good keys");
         }
         self.lookup(kid)
     }
 
-    /// Loads the key set now, whatever the interval; used at start-up.
+    /// Runs discovery again and loads the key set it names, whatever the interval; used at
+    /// start-up and on the scheduled refresh, so a moved key set is followed.
     pub async fn refresh(&self) -> Result<usize, FetchError> {
         let mut last = self.last_attempt.lock().await;
         *last = Some(Instant::now());
-        self.fetch().await
+        self.fetch(true).await
     }
 
     /// The key set's URL (from discovery) and the ids of its usable keys, once loaded.
@@ -248,8 +366,26 @@ impl KeySet {
         self.loaded.read().expect("key set lock").last_error.clone()
     }
 
-    async fn fetch(&self) -> Result<usize, FetchError> {
-        let result = self.fetch_keys().await;
+    /// One fetch, through the breaker: it counts as a failure when a request found the
+    /// issuer down (no connection, timeout, 429, 5xx), as a success otherwise.
+    async fn fetch(&self, discover: bool) -> Result<usize, FetchError> {
+        let result = match self.breaker.admit() {
+            Err(open) => Err(FetchError::Paused {
+                issuer: self.issuer.clone(),
+                secs: open.retry_after.as_secs(),
+            }),
+            Ok(mut admission) => {
+                admission.sent();
+                self.found_down.store(false, Ordering::Relaxed);
+                let result = self.fetch_keys(discover).await;
+                if self.found_down.load(Ordering::Relaxed) {
+                    admission.failed();
+                } else {
+                    admission.succeeded();
+                }
+                result
+            }
+        };
         self.loaded.write().expect("key set lock").last_error =
             result.as_ref().err().map(ToString::to_string);
         self.metrics
@@ -257,27 +393,26 @@ impl KeySet {
         result
     }
 
-    async fn fetch_keys(&self) -> Result<usize, FetchError> {
-        let jwks_uri = match self.cached_jwks_uri() {
+    async fn fetch_keys(&self, discover: bool) -> Result<usize, FetchError> {
+        let jwks_uri = match self.cached_jwks_uri().filter(|_| !discover) {
             Some(uri) => uri,
             None => self.discover().await?,
         };
-        let bytes = get_bounded(&self.http, &jwks_uri, "jwks", &self.metrics)
-            .await
-            .map_err(|reason| FetchError::Jwks {
-                url: jwks_uri.clone(),
-                reason,
-            })?;
-        let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| FetchError::Jwks {
+        let fail = |reason: String| FetchError::Jwks {
             url: jwks_uri.clone(),
-            reason: format!("not a JWK set: {e}"),
-        })?;
-        let keys = usable_keys(&set);
+            reason,
+        };
+        let bytes = self.get("jwks", &jwks_uri).await.map_err(fail)?;
+        let set: RawJwkSet =
+            serde_json::from_slice(&bytes).map_err(|e| fail(format!("not a JWK set: {e}")))?;
+        if set.keys.len() > MAX_KEYS {
+            return Err(fail(format!("more than {MAX_KEYS} keys")));
+        }
+        let keys = self.usable_keys(set.keys);
         if keys.is_empty() {
-            return Err(FetchError::Jwks {
-                url: jwks_uri,
-                reason: "no usable signing key (RSA or EC with a kid)".into(),
-            });
+            return Err(fail(
+                "no usable signing key (RSA of 2048 bits or more, or EC, with a kid, not for encryption)".into(),
+            ));
         }
         let count = keys.len();
         let mut loaded = self.loaded.write().expect("key set lock");
@@ -297,7 +432,8 @@ impl KeySet {
             url: self.discovery_url.clone(),
             reason,
         };
-        let bytes = get_bounded(&self.http, &self.discovery_url, "discovery", &self.metrics)
+        let bytes = self
+            .get("discovery", &self.discovery_url)
             .await
             .map_err(fail)?;
         let metadata: CoreProviderMetadata = serde_json::from_slice(&bytes)
@@ -315,29 +451,92 @@ impl KeySet {
                 self.issuer
             )));
         }
-        Ok(metadata.jwks_uri().url().to_string())
+        let jwks_uri = jwks_uri.to_string();
+        if let Some(old) = self.cached_jwks_uri().filter(|old| *old != jwks_uri) {
+            let host = host_of(&jwks_uri).unwrap_or_default();
+            if !self.allowed_hosts.contains(&host) {
+                return Err(fail(format!(
+                    "jwks_uri moved from {old} to {jwks_uri}, whose host is neither the issuer's nor in jwks_allowed_hosts; keeping the last good keys"
+                )));
+            }
+            tracing::warn!(issuer = %self.issuer, from = %old, to = %jwks_uri, "the issuer's key set moved");
+        }
+        Ok(jwks_uri)
+    }
+
+    /// Keys that can verify signatures: RSA of 2048 bits or more or EC, with a `kid`, for
+    /// signing (`use` absent or `sig`), parsed for their `alg` only when they name one.
+    /// Each key left out is logged and counted; the others still load.
+    fn usable_keys(&self, raw: Vec<serde_json::Value>) -> HashMap<String, VerifyingKey> {
+        let mut keys = HashMap::new();
+        for value in raw {
+            let kid = value
+                .get("kid")
+                .and_then(serde_json::Value::as_str)
+                .map(|k| k.chars().take(100).collect::<String>());
+            let parsed = serde_json::from_value::<Jwk>(value)
+                .map_err(|e| Skipped::new("invalid", format!("not a JWK: {e}")))
+                .and_then(|jwk| {
+                    match &jwk.common.public_key_use {
+                        None | Some(PublicKeyUse::Signature) => {}
+                        Some(_) => return Err(Skipped::new("use", "`use` is not `sig`")),
+                    }
+                    if jwk.common.key_id.is_none() {
+                        return Err(Skipped::new("invalid", "no `kid`"));
+                    }
+                    VerifyingKey::from_jwk(&jwk)
+                });
+            match (parsed, kid) {
+                (Ok(key), Some(kid)) => {
+                    keys.insert(kid, key);
+                }
+                (Ok(_), None) => {}
+                (Err(skipped), kid) => {
+                    self.metrics.jwks_key_skipped(&self.issuer, skipped.reason);
+                    tracing::warn!(
+                        issuer = %self.issuer,
+                        kid = ?kid.unwrap_or_default(),
+                        reason = skipped.reason,
+                        detail = %skipped.detail,
+                        "skipping a published key that cannot verify tokens"
+                    );
+                }
+            }
+        }
+        keys
+    }
+
+    /// GETs `url`; `upstream` names it in the request metrics.
+    async fn get(&self, upstream: &str, url: &str) -> Result<Vec<u8>, String> {
+        let result = get_bounded(&self.http, url, upstream, &self.metrics).await;
+        if let Err(GetError::Unavailable(_)) = &result {
+            self.found_down.store(true, Ordering::Relaxed);
+        }
+        result.map_err(|e| match e {
+            GetError::Unavailable(why) | GetError::Refused(why) => why,
+        })
     }
 }
 
-/// Keys that can verify signatures: RSA or EC, with a `kid`, not marked for encryption.
-fn usable_keys(set: &JwkSet) -> HashMap<String, VerifyingKey> {
-    let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        let Some(kid) = jwk.common.key_id.clone() else {
-            continue;
-        };
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            continue;
-        }
-        match VerifyingKey::from_jwk(jwk) {
-            Ok(Some(key)) => {
-                keys.insert(kid, key);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping unusable key"),
-        }
-    }
-    keys
+/// A key set as published, each key parsed on its own so one odd key spoils nothing else.
+#[derive(serde::Deserialize)]
+struct RawJwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+/// The lower-cased host of `url`.
+fn host_of(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .host_str()
+        .map(str::to_ascii_lowercase)
+}
+
+/// Why a GET failed: the upstream is down (counts against its breaker) or it answered
+/// with something unusable.
+enum GetError {
+    Unavailable(String),
+    Refused(String),
 }
 
 async fn get_bounded(
@@ -345,7 +544,7 @@ async fn get_bounded(
     url: &str,
     upstream: &str,
     metrics: &Metrics,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, GetError> {
     let started = Instant::now();
     let sent = http.get(url).send().await;
     let code = match &sent {
@@ -353,18 +552,24 @@ async fn get_bounded(
         Err(e) => crate::metrics::transport_error(e).to_owned(),
     };
     metrics.upstream(upstream, &code, started.elapsed());
-    let mut response = sent.map_err(|e| crate::causes::chain(&e))?;
-    if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
+    let mut response = sent.map_err(|e| GetError::Unavailable(crate::causes::chain(&e)))?;
+    let status = response.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(GetError::Unavailable(format!("HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err(GetError::Refused(format!("HTTP {status}")));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| crate::causes::chain(&e))?
+        .map_err(|e| GetError::Unavailable(crate::causes::chain(&e)))?
     {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
+            return Err(GetError::Refused(format!(
+                "larger than {MAX_DOCUMENT_BYTES} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }

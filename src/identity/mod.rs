@@ -5,8 +5,10 @@ mod keyset;
 mod token_cache;
 mod validate;
 
-pub use keyset::{FetchError, KeySet, VerifyingKey};
+pub use keyset::{FetchError, KeySet, KeysNotReady, VerifyingKey};
 pub use token_cache::TokenCacheLimits;
+#[cfg(feature = "fuzzing")]
+pub use validate::parse_unverified;
 
 use crate::config::IssuerSettings;
 use std::sync::Arc;
@@ -19,13 +21,13 @@ pub async fn probe(issuer: &IssuerSettings) -> Result<String, String> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| crate::causes::chain(&e))?;
-    let keys = KeySet::new(
-        issuer.issuer.clone(),
-        issuer.discovery_url.clone(),
-        http,
-        issuer.jwks_min_refetch(),
-        Arc::new(crate::metrics::Metrics::new()),
-    );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let breaker = Arc::new(crate::breaker::Breaker::new(
+        "jwks",
+        crate::config::BreakerSettings::default(),
+        metrics.clone(),
+    ));
+    let keys = KeySet::new(issuer, http, breaker, metrics);
     let count = keys.refresh().await.map_err(|e| e.to_string())?;
     let (jwks_uri, kids) = keys.loaded_keys();
     Ok(format!(

@@ -118,30 +118,22 @@ impl Validator {
 
     /// Full validation: signature, times, claims. Each segment is decoded once.
     async fn verify(&self, token: &str) -> Result<Verified, IdentityError> {
-        let mut parts = token.split('.');
-        let (header_b64, payload_b64, signature_b64) =
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(h), Some(p), Some(s)) => (h, p, s),
-                _ => {
-                    return Err(IdentityError::Malformed(
-                        "not a JWT (expected three dot-separated parts)".into(),
-                    ))
-                }
-            };
-        let header_json = decode_segment(header_b64, "header")?;
+        let Unverified {
+            header_b64,
+            payload_b64,
+            signature_b64,
+            header: header_json,
+            mut payload,
+        } = decode_unverified(token)?;
+        // decode_unverified has checked that `alg` is a string.
         let alg_name = header_json
             .get("alg")
             .and_then(Value::as_str)
-            .ok_or_else(|| IdentityError::Malformed("header has no `alg`".into()))?;
-        if header_json.get("crit").is_some() {
-            return Err(IdentityError::Rejected(
-                "header",
-                "token header lists critical extensions (`crit`), which are not supported".into(),
-            ));
-        }
-        check_typ(&header_json)?;
-        let mut payload = decode_segment(payload_b64, "payload")?;
+            .unwrap_or_default();
         let (index, issuer) = self.issuer_of(&payload)?;
+        if issuer.settings.require_at_jwt {
+            check_at_jwt(&header_json)?;
+        }
         let named = Algorithm::from_str(alg_name).ok();
         let alg = issuer
             .algorithms
@@ -165,10 +157,13 @@ impl Validator {
                 IdentityError::Rejected("key", "token header has no key id (`kid`)".into())
             })?;
         let key = self.key(issuer, kid).await?;
-        if key.family != alg.family() {
+        if key.family != alg.family() || !key.supports(alg) {
             return Err(IdentityError::Rejected(
                 "algorithm",
-                format!("key {} cannot verify {alg_name} signatures", printable(kid)),
+                format!(
+                    "key {} cannot verify {alg_name} signatures (the issuer publishes it for another algorithm)",
+                    printable(kid)
+                ),
             ));
         }
         let signature = URL_SAFE_NO_PAD
@@ -231,18 +226,21 @@ impl Validator {
             .enumerate()
             .find(|(_, i)| &i.settings.issuer == iss)
             .ok_or_else(|| {
-                let expected: Vec<&str> = self
+                // The caller is not authenticated yet: the trusted issuers are not named.
+                // A missing or extra trailing slash is the usual mistake, and saying so
+                // tells nothing the caller did not send.
+                let slash = self
                     .issuers
                     .iter()
-                    .map(|i| i.settings.issuer.as_str())
-                    .collect();
+                    .any(|i| i.settings.issuer.trim_end_matches('/') == iss.trim_end_matches('/'));
+                let hint = if slash {
+                    "; a trusted issuer differs from it by a trailing slash only"
+                } else {
+                    ""
+                };
                 IdentityError::Rejected(
                     "issuer",
-                    format!(
-                        "token issuer {} is not trusted; expected {}",
-                        printable(iss),
-                        expected.join(" or ")
-                    ),
+                    format!("token issuer {} is not trusted{hint}", printable(iss)),
                 )
             })
     }
@@ -303,6 +301,56 @@ fn check_shape(token: &str) -> Result<(), IdentityError> {
     }
 }
 
+/// A token split into its segments, the header checked and the JSON of both decoded, not
+/// yet verified.
+pub(crate) struct Unverified<'a> {
+    header_b64: &'a str,
+    payload_b64: &'a str,
+    signature_b64: &'a str,
+    header: Map<String, Value>,
+    payload: Map<String, Value>,
+}
+
+/// Everything done to a token before an issuer or a key is looked up, so everything any
+/// caller can reach without a valid signature.
+pub(crate) fn decode_unverified(token: &str) -> Result<Unverified<'_>, IdentityError> {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(IdentityError::Malformed(
+            "not a JWT (expected three dot-separated parts)".into(),
+        ));
+    };
+    let header = decode_segment(header_b64, "header")?;
+    if !header.get("alg").is_some_and(Value::is_string) {
+        return Err(IdentityError::Malformed("header has no `alg`".into()));
+    }
+    if header.get("crit").is_some() {
+        return Err(IdentityError::Rejected(
+            "header",
+            "token header lists critical extensions (`crit`), which are not supported".into(),
+        ));
+    }
+    check_typ(&header)?;
+    let payload = decode_segment(payload_b64, "payload")?;
+    Ok(Unverified {
+        header_b64,
+        payload_b64,
+        signature_b64,
+        header,
+        payload,
+    })
+}
+
+/// The shape checks and header decoding of [`Validator::validate`], for the fuzzer.
+#[cfg(feature = "fuzzing")]
+pub fn parse_unverified(raw: &str) -> Result<(), IdentityError> {
+    let token = raw.trim_ascii();
+    check_shape(token)?;
+    decode_unverified(token).map(|_| ())
+}
+
 fn decode_segment(segment: &str, what: &str) -> Result<Map<String, Value>, IdentityError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
@@ -331,6 +379,28 @@ fn check_typ(header: &Map<String, Value>) -> Result<(), IdentityError> {
     }
 }
 
+/// RFC 9068 §2.1: an access token says `at+jwt`; an ID token (`JWT` or no `typ`) is not one.
+fn check_at_jwt(header: &Map<String, Value>) -> Result<(), IdentityError> {
+    let typ = header
+        .get("typ")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if ["at+jwt", "application/at+jwt"].contains(&typ.to_ascii_lowercase().as_str()) {
+        return Ok(());
+    }
+    Err(IdentityError::Rejected(
+        "token_type",
+        format!(
+            "this issuer's access tokens carry `typ: at+jwt` (RFC 9068) and this token's is {}; send the access token, not an ID token",
+            if typ.is_empty() {
+                "absent".to_owned()
+            } else {
+                printable(typ)
+            }
+        ),
+    ))
+}
+
 fn check_claims(
     settings: &IssuerSettings,
     claims: VerifiedClaims,
@@ -338,11 +408,7 @@ fn check_claims(
     if claims.iss != settings.issuer {
         return Err(IdentityError::Rejected(
             "issuer",
-            format!(
-                "token issuer {} is not trusted; expected {}",
-                printable(&claims.iss),
-                settings.issuer
-            ),
+            format!("token issuer {} is not trusted", printable(&claims.iss)),
         ));
     }
     let audiences = match claims.aud {
@@ -505,5 +571,68 @@ fn printable(value: &str) -> String {
         format!("{clean}…")
     } else {
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::btree_map;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn segment(value: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_token_text_is_answered_without_a_panic(
+            raw in prop_oneof!["\\PC{0,300}", "[A-Za-z0-9_.-]{0,300}"]
+        ) {
+            let token = raw.trim_ascii();
+            if check_shape(token).is_ok() {
+                let _ = decode_unverified(token);
+            }
+        }
+
+        #[test]
+        fn any_header_json_is_answered_without_a_panic(
+            header in btree_map("[a-z]{1,5}", "\\PC{0,20}", 0..6),
+        ) {
+            let token = format!("{}.{}.", segment(&json!(header)), segment(&json!({})));
+            let _ = decode_unverified(&token);
+        }
+
+        #[test]
+        fn an_access_token_header_and_payload_decode_as_sent(
+            alg in prop_oneof![Just("RS256"), Just("ES256")],
+            kid in "\\PC{0,30}",
+            typ in proptest::option::of(prop_oneof![Just("JWT"), Just("at+jwt"), Just("application/at+jwt")]),
+            claims in btree_map("[a-z]{1,10}", "\\PC{0,30}", 0..6),
+        ) {
+            let mut header = json!({ "alg": alg, "kid": kid });
+            if let Some(typ) = typ {
+                header["typ"] = json!(typ);
+            }
+            let payload = json!(claims);
+            let token = format!("{}.{}.c2ln", segment(&header), segment(&payload));
+            prop_assert!(check_shape(&token).is_ok());
+            let decoded = decode_unverified(&token).unwrap();
+            prop_assert_eq!(Value::Object(decoded.header), header);
+            prop_assert_eq!(Value::Object(decoded.payload), payload);
+            prop_assert_eq!(decoded.signature_b64, "c2ln");
+        }
+
+        #[test]
+        fn an_id_token_type_is_refused_before_any_key_is_looked_up(
+            typ in prop_oneof![Just("JOSE"), Just("id_token+jwt"), Just("dpop+jwt")],
+        ) {
+            let header = json!({ "alg": "RS256", "kid": "k", "typ": typ });
+            let token = format!("{}.{}.c2ln", segment(&header), segment(&json!({})));
+            prop_assert!(decode_unverified(&token).is_err());
+        }
     }
 }

@@ -91,4 +91,31 @@ mod tests {
         assert!(key.open("issuances", &forged).is_err());
         assert!(key.open("issuances", "before:41").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn a_sealed_cursor_opens_to_its_payload(listing in "[a-z_]{1,20}", payload in "\\PC{0,80}") {
+                let key = CursorKey::new(None);
+                prop_assert_eq!(key.open(&listing, &key.seal(&listing, &payload)).ok(), Some(payload));
+            }
+
+            #[test]
+            fn a_cursor_opens_for_no_other_listing(listing in "[a-z]{1,20}", payload in "\\PC{0,80}") {
+                let key = CursorKey::new(None);
+                let other = format!("{listing}x");
+                prop_assert!(key.open(&other, &key.seal(&listing, &payload)).is_err());
+            }
+
+            #[test]
+            fn a_cursor_the_server_did_not_seal_is_refused(cursor in "\\PC{0,200}") {
+                prop_assert!(CursorKey::new(None).open("issuances", &cursor).is_err());
+            }
+        }
+    }
 }

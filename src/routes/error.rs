@@ -100,6 +100,13 @@ impl ApiError {
         e
     }
 
+    /// 429 `slow_down` with `Retry-After`: a rate limit was reached.
+    pub fn rate_limited(description: impl Into<String>, retry_after: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", description);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     /// The RFC 6749 error code.
     pub fn code(&self) -> &'static str {
         self.code
@@ -109,7 +116,17 @@ impl ApiError {
     /// description does not name other targets, the billing project or the allowed
     /// scopes: a caller with any valid token would otherwise learn the configuration.
     pub fn from_broker(e: &BrokerError, retry_after: u64, verbose: bool) -> Self {
+        if let BrokerError::RateLimited { wait } = e {
+            return Self::rate_limited(e.to_string(), crate::ratelimit::retry_after_secs(*wait));
+        }
         let code = e.oauth_code();
+        // An open breaker knows when its next probe is due; that beats the configured guess.
+        let retry_after = match e {
+            BrokerError::Google(
+                GoogleError::CircuitOpen(wait) | GoogleError::IamCircuitOpen(wait),
+            ) => wait.as_secs().max(1),
+            _ => retry_after,
+        };
         let description = match e {
             BrokerError::Target(t) if !verbose => terse_target_error(t),
             BrokerError::UserProject { asked, target, .. } if !verbose => format!(

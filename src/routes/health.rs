@@ -2,6 +2,7 @@
 //! `GET /metrics` (Prometheus).
 
 use super::AppState;
+use crate::identity::KeysNotReady;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -10,8 +11,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: every trusted issuer's signing keys are loaded and the store answers.
+/// Readiness: every trusted issuer's signing keys are loaded, the store answers and the
+/// record writer runs.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(cause) = state.broker.audit().writer.stopped() {
+        return not_ready(format!(
+            "the issuance writer stopped and is being restarted: {cause}"
+        ));
+    }
     let store = &state.broker.audit().store;
     let store_up = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping())
         .await
@@ -22,23 +29,40 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             store.engine()
         ));
     }
-    let missing: Vec<String> = state
-        .broker
-        .validator()
-        .key_sets()
-        .filter(|(_, keys)| !keys.is_loaded())
-        .map(|(issuer, keys)| match keys.last_error() {
+    let mut missing = Vec::new();
+    let mut stale = Vec::new();
+    for (issuer, keys) in state.broker.validator().key_sets() {
+        let with_cause = |cause: Option<String>| match cause {
             Some(cause) => format!("{issuer} ({cause})"),
             None => issuer.to_owned(),
-        })
-        .collect();
-    if missing.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
-    } else {
-        not_ready(format!(
+        };
+        match keys.readiness() {
+            Ok(()) => {}
+            Err(KeysNotReady::NeverLoaded(cause)) => missing.push(with_cause(cause)),
+            Err(KeysNotReady::Stale(age, cause)) => stale.push(format!(
+                "{}, not refreshed for {} s",
+                with_cause(cause),
+                age.as_secs()
+            )),
+        }
+    }
+    let mut reasons = Vec::new();
+    if !missing.is_empty() {
+        reasons.push(format!(
             "signing keys not loaded yet for {}",
             missing.join("; ")
-        ))
+        ));
+    }
+    if !stale.is_empty() {
+        reasons.push(format!(
+            "signing keys older than their maximum age for {}",
+            stale.join("; ")
+        ));
+    }
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else {
+        not_ready(reasons.join("; "))
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+mod client_addr;
 mod cursor;
 mod error;
 mod health;
@@ -10,9 +11,12 @@ mod token;
 mod well_known;
 
 pub use admin::{lift, list_admin_actions, list_issuances, list_revocations, revoke};
+pub use client_addr::TrustedProxies;
 pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
+#[cfg(feature = "fuzzing")]
+pub use token::fuzzing;
 pub use token::{token, MAX_BODY_BYTES};
 
 use crate::assertion::Minter;
@@ -48,6 +52,12 @@ pub struct AppState {
     pub cursor_key: CursorKey,
     /// Whether error descriptions may name other targets, billing projects and scopes.
     pub verbose_errors: bool,
+    /// Time a whole exchange may take.
+    pub request_timeout: std::time::Duration,
+    /// Proxies whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
+    /// Exchanges per client address; `None` when rate limits are off.
+    pub address_limit: Option<crate::ratelimit::KeyedLimit<std::net::IpAddr>>,
 }
 
 /// Which groups of routes one listener serves; every listener answers the health checks.

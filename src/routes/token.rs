@@ -8,7 +8,7 @@ use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
 use crate::config::{ClientSettings, TargetKind};
 use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
 use crate::secret::{fingerprint, Token};
-use crate::telemetry::RequestId;
+use crate::telemetry::{RequestId, ServerRequestId};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpMessage;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,7 +17,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,8 +41,23 @@ struct Fields {
     options: Option<String>,
     actor_token: Option<String>,
     actor_token_type: Option<String>,
-    seen: HashSet<&'static str>,
+    /// One bit per parameter of `PARAMETERS` already given.
+    seen: u16,
 }
+
+/// Every parameter the exchange reads, by its snake_case name.
+const PARAMETERS: [&str; 10] = [
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "audience",
+    "resource",
+    "scope",
+    "requested_token_type",
+    "options",
+    "actor_token",
+    "actor_token_type",
+];
 
 /// The snake_case name of a wire parameter (JSON may use Google's camelCase).
 fn canonical(name: &str) -> Option<&'static str> {
@@ -83,19 +98,22 @@ impl Fields {
         let Some(name) = canonical(name) else {
             return Ok(());
         };
-        if !self.seen.insert(name) {
+        let bit = 1 << PARAMETERS.iter().position(|p| *p == name).unwrap_or(0);
+        if self.seen & bit != 0 {
             return Err(ApiError::invalid_request(format!(
                 "parameter {name} is given more than once"
             )));
         }
+        self.seen |= bit;
         // A token file's trailing newline is harmless: a JWT never contains whitespace.
-        let value = if name == "subject_token" {
-            value.trim_ascii().to_owned()
-        } else {
-            value
+        let value = match value.trim_ascii() {
+            trimmed if name == "subject_token" && trimmed.len() != value.len() => {
+                trimmed.to_owned()
+            }
+            _ => value,
         };
         // Control characters have no place in any parameter, and must not reach the records.
-        if value.chars().any(char::is_control) {
+        if has_control(&value) {
             return Err(ApiError::invalid_request(format!(
                 "parameter {name} contains control characters"
             )));
@@ -105,6 +123,16 @@ impl Fields {
             *self.slot(name) = Some(value);
         }
         Ok(())
+    }
+}
+
+/// Whether `text` holds a control character (Unicode category Cc); a byte scan for the
+/// ASCII that every real parameter is, a character scan otherwise.
+fn has_control(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        text.chars().any(char::is_control)
     }
 }
 
@@ -126,11 +154,21 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let mut target: Option<(Arc<str>, TargetKind)> = None;
-    let result = exchange(&req, payload, &state, &mut target).await;
+    let bounded = tokio::time::timeout(
+        state.request_timeout,
+        exchange(&req, payload, &state, &mut target),
+    );
+    let metrics = state.broker.metrics();
+    let result = match bounded.await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics.request_timeout();
+            Err(timed_out(&state))
+        }
+    };
     let target = target
         .as_ref()
         .map_or(("unknown", "unknown"), |(name, kind)| (name, kind.as_str()));
-    let metrics = state.broker.metrics();
     match result {
         Ok(issued) => {
             metrics.exchange(
@@ -168,6 +206,8 @@ struct Refusal {
     reason: String,
     /// Refused before a token's signature was verified: anyone can cause as many as they like.
     malformed: bool,
+    /// Refused by a rate limit: logged at a bounded rate too.
+    rate_limited: bool,
 }
 
 impl From<ApiError> for Refusal {
@@ -176,8 +216,53 @@ impl From<ApiError> for Refusal {
             reason: error.to_string(),
             error,
             malformed: true,
+            rate_limited: false,
         }
     }
+}
+
+/// The answer to an exchange cut off by the request timeout. Its body may be unread, so
+/// the connection is closed.
+fn timed_out(state: &AppState) -> Refusal {
+    let error = ApiError::unavailable(
+        format!(
+            "the exchange did not complete within {} ms; try again in {} s",
+            state.request_timeout.as_millis(),
+            state.retry_after_secs
+        ),
+        state.retry_after_secs,
+    )
+    .closing();
+    Refusal {
+        reason: error.to_string(),
+        error,
+        malformed: false,
+        rate_limited: false,
+    }
+}
+
+/// Takes one exchange of the client address's allowance.
+async fn check_address_limit(state: &AppState, client: Option<IpAddr>) -> Result<(), Refusal> {
+    let (Some(limit), Some(ip)) = (&state.address_limit, client) else {
+        return Ok(());
+    };
+    let Err(wait) = limit.check(super::client_addr::limit_key(ip)).await else {
+        return Ok(());
+    };
+    state.broker.metrics().rate_limited("client_address");
+    let secs = crate::ratelimit::retry_after_secs(wait);
+    // The body is left unread, so the connection cannot carry another request.
+    let error = ApiError::rate_limited(
+        format!("too many exchanges from this address; try again in {secs} s"),
+        secs,
+    )
+    .closing();
+    Err(Refusal {
+        reason: error.to_string(),
+        error,
+        malformed: false,
+        rate_limited: true,
+    })
 }
 
 impl Refusal {
@@ -190,6 +275,7 @@ impl Refusal {
             error: ApiError::from_broker(e, state.retry_after_secs, state.verbose_errors),
             reason: e.to_string(),
             malformed,
+            rate_limited: matches!(e, BrokerError::RateLimited { .. }),
         }
     }
 }
@@ -199,7 +285,7 @@ impl Refusal {
 /// values the caller chose (`kid`, `iss`), which must not pass for other fields.
 fn log_refusal(state: &AppState, refusal: &Refusal) {
     let code = refusal.error.code();
-    if !refusal.malformed {
+    if !refusal.malformed && !refusal.rate_limited {
         tracing::info!(
             outcome = "refused",
             error = code,
@@ -209,16 +295,21 @@ fn log_refusal(state: &AppState, refusal: &Refusal) {
         return;
     }
     let metrics = state.broker.metrics();
-    metrics.malformed_request(code);
+    let (kind, message) = if refusal.malformed {
+        metrics.malformed_request(code);
+        ("malformed_request", "malformed request refused")
+    } else {
+        ("rate_limited", "exchange refused by a rate limit")
+    };
     match state.malformed_log.admit() {
         Some(suppressed) => tracing::info!(
             outcome = "refused",
             error = code,
             reason = refusal.reason.as_str(),
             suppressed,
-            "malformed request refused"
+            "{message}"
         ),
-        None => metrics.log_line_suppressed("malformed_request"),
+        None => metrics.log_line_suppressed(kind),
     }
 }
 
@@ -228,6 +319,11 @@ async fn exchange(
     state: &AppState,
     target: &mut Option<(Arc<str>, TargetKind)>,
 ) -> Result<Issued, Refusal> {
+    let client = state.proxies.client(req.peer_addr(), req.headers());
+    if let Some(ip) = client {
+        tracing::Span::current().record("client_addr", tracing::field::display(ip));
+    }
+    check_address_limit(state, client).await?;
     let rules = BodyRules {
         max_bytes: MAX_BODY_BYTES,
         timeout: state.body_timeout,
@@ -246,7 +342,7 @@ async fn exchange(
     }
     let mut exchange = build_request(fields)?;
     *target = state.broker.target_name(&exchange.audience);
-    exchange.context = request_context(req, client_id);
+    exchange.context = request_context(req, client, client_id);
     state
         .broker
         .exchange(exchange)
@@ -435,7 +531,11 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
 }
 
 /// What the issuance record keeps about the HTTP request, each value bounded.
-fn request_context(req: &HttpRequest, client_id: Option<String>) -> RequestContext {
+fn request_context(
+    req: &HttpRequest,
+    client: Option<IpAddr>,
+    client_id: Option<String>,
+) -> RequestContext {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -448,7 +548,11 @@ fn request_context(req: &HttpRequest, client_id: Option<String>) -> RequestConte
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default(),
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        server_request_id: req
+            .extensions()
+            .get::<ServerRequestId>()
+            .map(|r| r.0.clone()),
+        client_addr: client.map(|ip| ip.to_string()),
         user_agent: header("user-agent"),
         api_client: header("x-goog-api-client"),
         client_id,
@@ -558,9 +662,76 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The request parsing any caller reaches, for the fuzz targets. Each returns whether the
+/// input was accepted; a panic is the finding.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::*;
+
+    /// A form body, through to the exchange request.
+    pub fn form(body: &[u8]) -> bool {
+        parse_form(body).and_then(build_request).is_ok()
+    }
+
+    /// A JSON body, through to the exchange request.
+    pub fn json(body: &[u8]) -> bool {
+        parse_json(body).and_then(build_request).is_ok()
+    }
+
+    /// An `options` value as it is after the form decoding.
+    pub fn options(raw: &str) -> bool {
+        decode_options(raw).is_ok()
+    }
+
+    /// An `Authorization` header value, checked against one configured client.
+    pub fn authorization(value: &[u8]) -> bool {
+        let Ok(value) = header::HeaderValue::from_bytes(value) else {
+            return false;
+        };
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::AUTHORIZATION, value))
+            .to_http_request();
+        let clients = [ClientSettings {
+            id: "client".into(),
+            // SHA-256 of "secret".
+            secret_sha256: "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+                .into(),
+            azp: Vec::new(),
+            targets: Vec::new(),
+        }];
+        authenticate_client(&req, &clients).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_parameter_is_refused_when_repeated_and_others_are_not() {
+        for name in PARAMETERS {
+            let mut fields = Fields::default();
+            fields.set(name, "a".into()).unwrap();
+            for other in PARAMETERS.iter().filter(|p| **p != name) {
+                fields.set(other, "b".into()).unwrap();
+            }
+            assert!(fields.set(name, "c".into()).is_err(), "{name}");
+        }
+        // camelCase spellings are the same parameter.
+        let mut fields = Fields::default();
+        fields.set("subject_token", "a".into()).unwrap();
+        assert!(fields.set("subjectToken", "a".into()).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_unicode_text() {
+        for bad in ["a\u{0}b", "a\tb", "a\u{7f}", "é\u{85}", "\u{9f}"] {
+            assert!(has_control(bad), "{bad:?}");
+        }
+        for good in ["eyJhbGciOi.x-y_z", "é ü", "\u{a0}"] {
+            assert!(!has_control(good), "{good:?}");
+        }
+    }
 
     #[test]
     fn options_are_decoded_from_plain_single_and_double_encoding() {
@@ -598,6 +769,155 @@ mod tests {
                 Some(("a".into(), "~~~".into())),
                 "{encoded}"
             );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+        /// What a caller asks for, in the shapes the parsers must carry through unchanged.
+        #[derive(Debug, Clone)]
+        struct Asked {
+            token: String,
+            audience: String,
+            scopes: Vec<String>,
+            project: Option<String>,
+            /// How many times `options` is percent-encoded before the form encoding.
+            encodings: usize,
+        }
+
+        fn asked() -> impl Strategy<Value = Asked> {
+            (
+                "[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{0,40}",
+                "\\PC{1,60}",
+                vec("[a-z0-9:/._-]{1,30}", 0..4),
+                proptest::option::of("[a-z][a-z0-9.:-]{0,30}"),
+                0..=2usize,
+            )
+                .prop_map(|(token, audience, scopes, project, encodings)| Asked {
+                    token,
+                    audience,
+                    scopes,
+                    project,
+                    encodings,
+                })
+        }
+
+        fn encoded_times(text: &str, times: usize) -> String {
+            (0..times).fold(text.to_owned(), |t, _| {
+                utf8_percent_encode(&t, NON_ALPHANUMERIC).to_string()
+            })
+        }
+
+        fn options_json(project: &str) -> String {
+            json!({ "userProject": project }).to_string()
+        }
+
+        fn assert_carried(asked: &Asked, got: &ExchangeRequest) {
+            assert_eq!(got.subject_token.expose(), asked.token);
+            assert_eq!(got.audience, asked.audience);
+            assert_eq!(got.scopes, asked.scopes);
+            assert_eq!(got.user_project, asked.project);
+            assert!(got.actor_token.is_none());
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn any_form_body_is_answered_without_a_panic(body in vec(any::<u8>(), 0..600)) {
+                let _ = parse_form(&body).and_then(build_request);
+            }
+
+            #[test]
+            fn any_json_body_is_answered_without_a_panic(body in vec(any::<u8>(), 0..600)) {
+                let _ = parse_json(&body).and_then(build_request);
+            }
+
+            #[test]
+            fn any_json_object_is_answered_without_a_panic(
+                object in btree_map("[a-zA-Z_]{1,20}", "\\PC{0,40}", 0..10),
+                nested in any::<bool>(),
+            ) {
+                let mut value = serde_json::to_value(&object).unwrap();
+                if nested {
+                    value["options"] = serde_json::to_value(&object).unwrap();
+                }
+                let _ = parse_json(value.to_string().as_bytes()).and_then(build_request);
+            }
+
+            #[test]
+            fn any_options_value_is_answered_without_a_panic(
+                raw in prop_oneof!["\\PC{0,1100}", "(%[0-9a-fA-F]{2}|%25|[{}\":a-z0-9 ]){0,200}"]
+            ) {
+                let _ = decode_options(&raw);
+            }
+
+            #[test]
+            fn any_basic_credentials_are_answered_without_a_panic(encoded in "\\PC{0,200}") {
+                let _ = decode_basic(&encoded);
+            }
+
+            #[test]
+            fn a_form_request_round_trips(asked in asked()) {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+                    .append_pair("subject_token", &asked.token)
+                    .append_pair("subject_token_type", JWT_TYPE)
+                    .append_pair("audience", &asked.audience)
+                    .append_pair("scope", &asked.scopes.join(" "));
+                if let Some(p) = &asked.project {
+                    form.append_pair("options", &encoded_times(&options_json(p), asked.encodings));
+                }
+                let body = form.finish();
+                let got = parse_form(body.as_bytes()).and_then(build_request);
+                assert_carried(&asked, &got.unwrap());
+            }
+
+            #[test]
+            fn a_json_request_round_trips(asked in asked(), camel in any::<bool>(), object in any::<bool>()) {
+                let name = |snake: &'static str, camel_case: &'static str| if camel { camel_case } else { snake };
+                let mut body = serde_json::Map::new();
+                body.insert(name("grant_type", "grantType").into(), json!(GRANT_TYPE_TOKEN_EXCHANGE));
+                body.insert(name("subject_token", "subjectToken").into(), json!(asked.token));
+                body.insert(name("subject_token_type", "subjectTokenType").into(), json!(JWT_TYPE));
+                body.insert("audience".into(), json!(asked.audience));
+                body.insert("scope".into(), json!(asked.scopes.join(" ")));
+                if let Some(p) = &asked.project {
+                    let options = if object {
+                        json!({ "userProject": p })
+                    } else {
+                        json!(encoded_times(&options_json(p), asked.encodings))
+                    };
+                    body.insert("options".into(), options);
+                }
+                let text = serde_json::to_vec(&body).unwrap();
+                let got = parse_json(&text).and_then(build_request);
+                assert_carried(&asked, &got.unwrap());
+            }
+
+            #[test]
+            fn options_encoded_three_times_are_refused(project in "[a-z][a-z0-9-]{0,30}") {
+                prop_assert!(decode_options(&encoded_times(&options_json(&project), 3)).is_err());
+            }
+
+            #[test]
+            fn basic_credentials_round_trip(id in "[^:\\p{Cc}]{0,40}", secret in "\\PC{0,60}", url_safe in any::<bool>(), padded in any::<bool>()) {
+                let engine = match (url_safe, padded) {
+                    (false, true) => base64::engine::general_purpose::STANDARD,
+                    (false, false) => base64::engine::general_purpose::STANDARD_NO_PAD,
+                    (true, true) => base64::engine::general_purpose::URL_SAFE,
+                    (true, false) => base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                };
+                let encoded = engine.encode(format!("{id}:{secret}"));
+                prop_assert_eq!(decode_basic(&encoded), Some((id, secret)));
+            }
         }
     }
 }

@@ -53,6 +53,13 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Settings)) -
     Some(app)
 }
 
+/// Like [`spawn_app_with`] on an existing database, which the test may also reach.
+pub async fn spawn_app_on_db(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = start_app(db, tweak).await;
+    app.wait_ready().await;
+    app
+}
+
 /// Starts an app on `db` without waiting for readiness.
 pub async fn start_app(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let issuer = DevIssuer::start(loopback()).expect("dev issuer");

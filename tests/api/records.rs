@@ -566,10 +566,11 @@ async fn revocations_and_admin_actions_are_listed_in_stable_pages(backend: Backe
     assert_eq!(status, 400, "{body}");
 }
 
-fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
+pub fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
     IssuanceRecord {
         issued_at: time::OffsetDateTime::now_utc() - time::Duration::days(days_ago),
         request_id: "old".into(),
+        server_request_id: None,
         issuer: "https://tenant.auth0.com/".into(),
         subject: subject.into(),
         client_id: None,

@@ -2,6 +2,7 @@
 //! through IAM Credentials, and its token is what the caller receives.
 
 use crate::helpers::*;
+use crate::metrics::{sample, scrape};
 use serde_json::json;
 use sts_bridge::config::Settings;
 use sts_bridge::devstack::{google_error_body, CLOUD_PLATFORM, DEV_PROVIDER, DEV_TARGET};
@@ -227,4 +228,59 @@ async fn the_federated_token_may_call_iam_and_the_service_account_token_has_the_
         .issued(body["access_token"].as_str().unwrap())
         .unwrap();
     assert_eq!(issued.scopes, [sts_bridge::devstack::BIGQUERY]);
+}
+
+#[tokio::test]
+async fn iam_credentials_failing_repeatedly_opens_its_own_breaker_and_sts_stays_closed() {
+    let app = spawn_app_with(|s| {
+        impersonating(s);
+        s.google.breaker.failure_threshold = 2;
+        s.google.breaker.cool_down_secs = 1;
+    })
+    .await;
+    app.google.grant_token_creator(SA, "auth0|alice");
+    let unavailable = || google_error_body(503, "The service is currently unavailable.");
+    app.google.fail_iam_next(503, unavailable());
+    app.google.fail_iam_next(503, unavailable());
+    for _ in 0..2 {
+        let response = app.exchange(&app.token_for("auth0|alice")).await;
+        assert_error(response, 503, "temporarily_unavailable").await;
+    }
+    let iam_calls = app.google.iam_calls().len();
+    assert_eq!(iam_calls, 2);
+
+    // Refused at once, with the time until the probe; IAM Credentials is not called.
+    let response = app.exchange(&app.token_for("auth0|alice")).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let text = assert_error(response, 503, "temporarily_unavailable").await;
+    assert!(text.contains("IAM Credentials"), "{text}");
+    assert!(text.contains("failed repeatedly"), "{text}");
+    assert_eq!(app.google.iam_calls().len(), iam_calls);
+
+    let metrics = scrape(&app).await;
+    let state = |upstream| {
+        sample(
+            &metrics,
+            "sts_bridge_upstream_breaker_state",
+            &[("upstream", upstream)],
+        )
+    };
+    assert_eq!(state("iam_credentials"), Some(1.0), "open");
+    assert_eq!(state("google_sts"), Some(0.0), "STS answered every call");
+
+    // After the cool-down one probe goes through and closes it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = status_json(app.exchange(&app.token_for("auth0|alice")).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.google.iam_calls().len(), iam_calls + 1);
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "sts_bridge_upstream_breaker_state",
+            &[("upstream", "iam_credentials")]
+        ),
+        Some(0.0),
+        "closed again"
+    );
 }

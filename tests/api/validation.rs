@@ -58,24 +58,36 @@ async fn token_issued_in_the_future_is_refused() {
 }
 
 #[tokio::test]
-async fn wrong_issuer_is_refused_naming_the_expected_issuer() {
+async fn wrong_issuer_is_refused_without_naming_the_trusted_issuers() {
     let app = spawn_app().await;
     let mut claims = alice_claims(&app);
     claims["iss"] = json!("https://evil.example/");
-    let expected = format!(
-        "token issuer https://evil.example/ is not trusted; expected {}",
-        app.issuer.issuer()
+    let token = signed(&app, &claims);
+    assert_refused(
+        &app,
+        &token,
+        "token issuer https://evil.example/ is not trusted",
+    )
+    .await;
+    let text = assert_error(app.exchange(&token).await, 400, "invalid_grant").await;
+    assert!(
+        !text.contains(&app.issuer.issuer()) && !text.contains("127.0.0.1"),
+        "an unauthenticated caller learns a trusted issuer: {text}"
     );
-    assert_refused(&app, &signed(&app, &claims), &expected).await;
 }
 
 #[tokio::test]
-async fn issuer_without_trailing_slash_is_refused() {
+async fn issuer_without_trailing_slash_is_refused_with_a_hint() {
     let app = spawn_app().await;
     let mut claims = alice_claims(&app);
     let issuer = app.issuer.issuer();
     claims["iss"] = json!(issuer.trim_end_matches('/'));
-    assert_refused(&app, &signed(&app, &claims), "is not trusted").await;
+    assert_refused(
+        &app,
+        &signed(&app, &claims),
+        "is not trusted; a trusted issuer differs from it by a trailing slash only",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -183,4 +195,36 @@ async fn es256_tokens_are_refused_when_only_rs256_is_configured() {
         "signing algorithm ES256 is not accepted; accepted: RS256",
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_issuer_requiring_at_jwt_refuses_id_tokens_and_tokens_without_that_typ() {
+    let app = spawn_app_with(|s| s.issuers[0].require_at_jwt = true).await;
+    let claims = alice_claims(&app);
+    let with_typ = |typ: Option<&str>| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(app.issuer.current_kid());
+        header.typ = typ.map(str::to_owned);
+        app.issuer.sign_with_header(&header, &claims)
+    };
+    for typ in [Some("JWT"), None] {
+        let text = assert_error(app.exchange(&with_typ(typ)).await, 400, "invalid_grant").await;
+        assert!(text.contains("at+jwt"), "{typ:?}: {text}");
+    }
+    assert_eq!(app.google.call_count(), 0);
+    for typ in ["at+jwt", "application/at+jwt"] {
+        let (status, body) = status_json(app.exchange(&with_typ(Some(typ))).await).await;
+        assert_eq!(status, 200, "{typ}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn without_require_at_jwt_a_token_typed_jwt_is_accepted() {
+    let app = spawn_app().await;
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(app.issuer.current_kid());
+    header.typ = Some("JWT".into());
+    let token = app.issuer.sign_with_header(&header, &alice_claims(&app));
+    let (status, body) = status_json(app.exchange(&token).await).await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -12,7 +12,8 @@
    field by field here. Then checks what the service relies on: probes, non-root and
    read-only settings, the config file and its mount, the /data emptyDir, the
    DATABASE_URL secret reference, the config checksum, and so on.
-3. Renders value sets the chart must refuse, and expects the refusal.
+3. Renders value sets the chart must refuse, and expects the refusal (several replicas or
+   an autoscaler without a shared database among them); renders each way of sharing one.
 4. Parses deploy/cloudrun/service.yaml, validates its pod part against the same schemas
    and checks the Cloud Run fields it relies on.
 
@@ -144,6 +145,30 @@ REFUSED: list[tuple[str, dict, str]] = [
     ("PodDisruptionBudget with both bounds",
      {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}},
      "exactly one"),
+    ("several replicas without a shared database", {"replicaCount": 2},
+     "replicaCount 2 needs a shared database"),
+    ("an autoscaler without a shared database", {"autoscaling": {"enabled": True}},
+     "autoscaling.enabled needs a shared database"),
+    ("several replicas when only the commented-out config names a database",
+     {"replicaCount": 3,
+      "config": '[log]\nfilter = "info"\n# database_url = "postgres://db/records"\n'},
+     "needs a shared database"),
+]
+
+# Each way of giving every replica the same database lets several replicas render; the
+# replica count (or autoscaler) must then reach the Deployment.
+SHARED_DATABASE: list[tuple[str, dict, int | None]] = [
+    ("database.existingSecret", {"replicaCount": 3, "database": {"existingSecret": "db"}}, 3),
+    ("DATABASE_URL in extraEnv",
+     {"replicaCount": 2, "extraEnv": [{"name": "DATABASE_URL",
+                                       "valueFrom": {"secretKeyRef": {"name": "db", "key": "u"}}}]},
+     2),
+    ("audit.database_url in config",
+     {"replicaCount": 2,
+      "config": '[audit]\ndatabase_url = "postgres://u:p@db:5432/records"\n'},
+     2),
+    ("autoscaler with database.existingSecret",
+     {"autoscaling": {"enabled": True}, "database": {"existingSecret": "db"}}, None),
 ]
 
 
@@ -288,7 +313,7 @@ def check_chart_objects(docs: list[tuple[str, dict]], values: dict, everything: 
         R.check("no replicas under the autoscaler", "replicas" not in dep["spec"],
                 f"replicas={dep['spec'].get('replicas')}")
     else:
-        R.equal("replicas", dep["spec"].get("replicas"), 2)
+        R.equal("one replica without a shared database", dep["spec"].get("replicas"), 1)
     R.equal("rollout keeps capacity", dig(dep, "spec", "strategy", "rollingUpdate",
                                           "maxUnavailable"), 0)
 
@@ -304,7 +329,7 @@ def check_chart_objects(docs: list[tuple[str, dict]], values: dict, everything: 
     R.equal("no Kubernetes API token", pod.get("automountServiceAccountToken"), False)
 
     grace = pod.get("terminationGracePeriodSeconds")
-    sleep = values.get("preStopSleepSeconds", 0)
+    sleep = values.get("preStopSleepSeconds", 5)
     R.check("grace period covers the 30 s shutdown",
             isinstance(grace, int) and grace >= 30 + sleep, f"grace={grace}, sleep={sleep}")
 
@@ -345,7 +370,9 @@ def check_chart_objects(docs: list[tuple[str, dict]], values: dict, everything: 
         R.check("no metrics listener by default", "STS_BRIDGE__METRICS__LISTEN" not in env,
                 repr(env.get("STS_BRIDGE__METRICS__LISTEN")))
         R.check("no DATABASE_URL without a secret", "DATABASE_URL" not in env, repr(env.get("DATABASE_URL")))
-        R.check("no preStop hook by default", "lifecycle" not in c, repr(c.get("lifecycle")))
+        R.equal("preStop pause by default", dig(c, "lifecycle", "preStop", "sleep", "seconds"), 5)
+        R.check("grace period covers the default pause and the shutdown",
+                isinstance(grace, int) and grace >= 30 + 5, f"grace={grace}")
 
     mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
     volumes = {v.get("name"): v for v in pod.get("volumes") or []}
@@ -479,7 +506,24 @@ def check_chart(kube_version: str) -> None:
     R.scope = "refused"
     for name, values, fragment in REFUSED:
         check_refused(name, values, fragment)
+    R.scope = "shared database"
+    for name, values, replicas in SHARED_DATABASE:
+        check_shared_database(name, values, replicas)
     R.scope = ""
+
+
+def check_shared_database(name: str, values: dict, replicas: int | None) -> None:
+    try:
+        with native_stderr_silenced():
+            docs = parse_manifests(render(values))
+    except helm.HelmError as exc:
+        R.check(f"renders with {name}", False, str(exc))
+        return
+    kinds = by_kind(docs)
+    dep = (kinds.get("Deployment") or [{}])[0]
+    R.equal(f"replicas with {name}", dig(dep, "spec", "replicas"), replicas)
+    if replicas is None:
+        R.equal(f"autoscaler with {name}", len(kinds.get("HorizontalPodAutoscaler", [])), 1)
 
 
 # --------------------------------------------------------------------------- Cloud Run

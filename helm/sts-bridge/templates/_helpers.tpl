@@ -63,3 +63,17 @@ which the service rejects.)
 {{- end }}
 {{- $config }}
 {{- end }}
+
+{{/*
+"true" when the records go to a database every replica shares: a DATABASE_URL from
+database.existingSecret or extraEnv, or audit.database_url in the configuration.
+Otherwise each pod keeps its own SQLite file, and several replicas would each hold part
+of the records and their own revocations.
+*/}}
+{{- define "sts-bridge.sharedDatabase" -}}
+{{- $env := list }}
+{{- range .Values.extraEnv }}{{- $env = append $env .name }}{{- end }}
+{{- if or .Values.database.existingSecret (has "DATABASE_URL" $env) (has "STS_BRIDGE__AUDIT__DATABASE_URL" $env) (regexMatch "(?m)^\\s*database_url\\s*=" (toString .Values.config)) -}}
+true
+{{- end }}
+{{- end }}
