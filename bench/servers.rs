@@ -567,6 +567,7 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
             "principal://iam.googleapis.com/{}/subject/auth0|writer-bench",
             devstack::DEV_PROVIDER
         )),
+        service_account: None,
         scopes: devstack::CLOUD_PLATFORM.into(),
         source: Some("cache"),
         outcome: Outcome::Issued,

@@ -154,7 +154,7 @@ impl Metrics {
         r.register(Box::new(breaker_state.clone()))
             .expect("unique metric");
         Self {
-            exchanges: counter(&r, "sts_bridge_exchanges_total", "Token exchanges answered, by target, source, outcome and error code.", &["target", "source", "outcome", "error"]),
+            exchanges: counter(&r, "sts_bridge_exchanges_total", "Token exchanges answered, by target, its kind, source, outcome and error code.", &["target", "kind", "source", "outcome", "error"]),
             exchange_seconds: histogram(&r, "sts_bridge_exchange_duration_seconds", "Time to answer POST /v1/token.", LATENCY_BUCKETS, &["outcome"]),
             token_rejections: counter(&r, "sts_bridge_token_rejections_total", "Subject or admin tokens refused by validation, by reason.", &["reason"]),
             malformed_requests: counter(&r, "sts_bridge_malformed_requests_total", "Requests refused before a token signature was verified (malformed request or token, unknown key or issuer, bad signature), by error code.", &["error"]),
@@ -184,10 +184,17 @@ impl Metrics {
         }
     }
 
-    /// One answered exchange.
-    pub fn exchange(&self, target: &str, source: &str, outcome: &str, error: &str, took: Duration) {
+    /// One answered exchange; `kind` is the target's kind (`unknown` with no target).
+    pub fn exchange(
+        &self,
+        (target, kind): (&str, &str),
+        source: &str,
+        outcome: &str,
+        error: &str,
+        took: Duration,
+    ) {
         self.exchanges
-            .with_label_values(&[target, source, outcome, error])
+            .with_label_values(&[target, kind, source, outcome, error])
             .inc();
         self.exchange_seconds
             .with_label_values(&[outcome])

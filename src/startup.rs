@@ -3,9 +3,9 @@
 use crate::assertion::{AssertionError, Minter};
 use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store, WriterLimits};
 use crate::breaker::Breaker;
-use crate::broker::Broker;
+use crate::broker::{Broker, GoogleClients};
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
-use crate::google::{RetryPolicy, StsClient};
+use crate::google::{IamCredentialsClient, OwnIdentity, RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
 use crate::metrics::Metrics;
 use crate::ratelimit::{KeyedLimit, Rate};
@@ -214,8 +214,10 @@ impl Application {
             source,
         })?;
         // One client per kind of upstream: a slow issuer must not hold the connections or
-        // the timeouts Google STS needs, nor the other way round.
+        // the timeouts Google STS needs, nor the other way round; IAM Credentials, another
+        // Google service, has the same timeouts as STS and a client of its own.
         let sts_http = http_client(settings.google.connect_timeout(), settings.google.timeout())?;
+        let iam_http = http_client(settings.google.connect_timeout(), settings.google.timeout())?;
         let keys_http = http_client(settings.jwks.connect_timeout(), settings.jwks.timeout())?;
         let minter = settings
             .assertion
@@ -247,18 +249,29 @@ impl Application {
             base_backoff: Duration::from_millis(100),
             max_concurrent: settings.google.max_concurrent_calls,
         };
-        let sts_breaker = Arc::new(Breaker::new(
-            "google_sts",
-            settings.google.breaker,
-            metrics.clone(),
-        ));
-        let sts = StsClient::new(
-            sts_http,
-            settings.google.sts_url.clone(),
-            metrics.clone(),
-            retry,
-            sts_breaker,
-        );
+        let breaker = |upstream: &str| {
+            Arc::new(Breaker::new(
+                upstream,
+                settings.google.breaker,
+                metrics.clone(),
+            ))
+        };
+        let google = GoogleClients {
+            sts: StsClient::new(
+                sts_http,
+                settings.google.sts_url.clone(),
+                metrics.clone(),
+                retry,
+                breaker("google_sts"),
+            ),
+            iam: IamCredentialsClient::new(
+                iam_http,
+                settings.google.iam_credentials_url.clone(),
+                metrics.clone(),
+                breaker("iam_credentials"),
+            ),
+            own: Arc::new(OwnIdentity::new(settings.google.credentials_file.clone())),
+        };
         let validated = &settings.cache.validated_tokens;
         let token_cache = validated.enabled.then(|| TokenCacheLimits {
             max_entries: validated.max_entries,
@@ -268,7 +281,7 @@ impl Application {
         let broker = Arc::new(Broker::new(
             &settings,
             validator,
-            sts,
+            google,
             minter.clone(),
             audit,
             metrics,

@@ -149,3 +149,70 @@ async fn an_algorithm_google_refuses_is_refused_for_an_issuer_whose_tokens_are_f
         "{stderr}"
     );
 }
+
+const KINDS: &str = r#"
+[[targets]]
+name = "analytics"
+kind = "impersonate"
+allowed_scopes = ["https://www.googleapis.com/auth/bigquery"]
+service_accounts = [
+  { claim = "roles", value = "analyst", service_account = "bq-analyst@p.iam.gserviceaccount.com" },
+]
+[targets.policy]
+any_roles = ["analyst"]
+
+[[targets]]
+name = "firestore"
+kind = "firebase"
+[targets.firebase]
+service_account = "firebase-signer@p.iam.gserviceaccount.com"
+claims = { permissions = "permissions" }
+[targets.policy]
+any_permissions = ["read:notes"]
+"#;
+
+#[tokio::test]
+async fn it_shows_each_kinds_service_accounts_and_refuses_firebase_reserved_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!("{}{KINDS}", config_for("https://tenant.auth0.com/")),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+
+    let (ok, stdout, stderr) = check_config(&["--config", path]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("analytics (impersonate)"), "{stdout}");
+    assert!(
+        stdout.contains("roles ∋ analyst")
+            && stdout.contains("bq-analyst@p.iam.gserviceaccount.com"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("firestore (firebase)"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "signed by       firebase-signer@p.iam.gserviceaccount.com (IAM Credentials signJwt"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("claims permissions ← permissions"),
+        "{stdout}"
+    );
+
+    let reserved = format!(
+        "{}{}",
+        config_for("https://tenant.auth0.com/"),
+        KINDS.replace("claims = { permissions", "claims = { firebase")
+    );
+    std::fs::write(&file, reserved).unwrap();
+    let (ok, stdout, stderr) = check_config(&["--config", path]).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("targets[3].firebase.claims.firebase")
+            && stderr.contains("reserved by Firebase"),
+        "{stderr}"
+    );
+}

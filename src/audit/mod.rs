@@ -8,7 +8,8 @@ mod writer;
 
 pub use revocations::{Revocation, Revocations, ANY_ISSUER};
 pub use store::{
-    AdminAction, IssuanceQuery, PurgeLock, Store, StoredAdminAction, StoredIssuance, PURGE_LOCK_KEY,
+    AdminAction, IssuanceQuery, PurgeLock, Store, StoredAdminAction, StoredIssuance, MAX_BATCH,
+    PURGE_LOCK_KEY,
 };
 pub use writer::{AuditWriter, WriterLimits, WriterStats};
 
@@ -56,9 +57,12 @@ pub struct IssuanceRecord {
     pub target: String,
     /// The Google principal the credential acts as.
     pub google_principal: Option<String>,
+    /// The service account whose credential was handed out (impersonation, Firebase
+    /// signing); the person stays in `subject`.
+    pub service_account: Option<String>,
     /// Scopes, space-separated.
     pub scopes: String,
-    /// `sts`, `cache` or `impersonation`; `None` for refusals.
+    /// `sts`, `cache`, `impersonation` or `signing`; `None` for refusals.
     pub source: Option<&'static str>,
     /// Issued or refused.
     pub outcome: Outcome,

@@ -21,7 +21,26 @@ const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
-    client_addr, user_agent, api_client, azp, server_request_id";
+    client_addr, user_agent, api_client, azp, server_request_id, service_account";
+
+/// Values bound per record: one per column of [`COLUMNS`].
+const COLUMNS_PER_RECORD: usize = {
+    let bytes = COLUMNS.as_bytes();
+    let (mut i, mut commas) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            commas += 1;
+        }
+        i += 1;
+    }
+    commas + 1
+};
+
+/// Parameters SQLite accepts in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const SQLITE_MAX_PARAMETERS: usize = 32_766;
+
+/// Records one INSERT can carry: every record binds [`COLUMNS_PER_RECORD`] values.
+pub const MAX_BATCH: usize = SQLITE_MAX_PARAMETERS / COLUMNS_PER_RECORD;
 
 /// Key of the Postgres advisory lock held by the replica purging old records ("sts_purg").
 pub const PURGE_LOCK_KEY: i64 = 0x7374_735f_7075_7267;
@@ -81,6 +100,8 @@ pub struct StoredIssuance {
     pub target: String,
     /// Google principal.
     pub google_principal: Option<String>,
+    /// The service account whose credential was handed out.
+    pub service_account: Option<String>,
     /// Scopes, space-separated.
     pub scopes: String,
     /// `sts`, `cache`, `impersonation`.
@@ -598,7 +619,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
          $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-         $19::text[])"
+         $19::text[], $20::text[])"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
@@ -620,6 +641,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         .bind(col(|r| r.api_client.clone()))
         .bind(col(|r| r.azp.clone()))
         .bind(col(|r| r.server_request_id.clone()))
+        .bind(col(|r| r.service_account.clone()))
         .execute(pool)
         .await?;
     Ok(())
@@ -647,7 +669,8 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(),
             .push_bind(r.user_agent.clone())
             .push_bind(r.api_client.clone())
             .push_bind(r.azp.clone())
-            .push_bind(r.server_request_id.clone());
+            .push_bind(r.server_request_id.clone())
+            .push_bind(r.service_account.clone());
     });
     b.build().execute(pool).await?;
     Ok(())
@@ -675,6 +698,7 @@ where
         client_id: r.try_get("client_id")?,
         actor: r.try_get("actor")?,
         azp: r.try_get("azp")?,
+        service_account: r.try_get("service_account")?,
         target: r.try_get("target")?,
         google_principal: r.try_get("google_principal")?,
         scopes: r.try_get("scopes")?,
@@ -687,4 +711,124 @@ where
         user_agent: r.try_get("user_agent")?,
         api_client: r.try_get("api_client")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+
+    fn record(n: usize) -> IssuanceRecord {
+        IssuanceRecord {
+            issued_at: OffsetDateTime::now_utc(),
+            request_id: format!("req-{n}"),
+            server_request_id: Some(format!("srv-{n}")),
+            issuer: "https://issuer.example/".into(),
+            subject: format!("user-{n}"),
+            client_id: None,
+            actor: None,
+            azp: None,
+            target: "firebase".into(),
+            google_principal: None,
+            service_account: Some("signer@project.iam.gserviceaccount.com".into()),
+            scopes: String::new(),
+            source: Some("signing"),
+            outcome: Outcome::Issued,
+            error_code: None,
+            expires_at: None,
+            token_sha256: None,
+            client_addr: None,
+            user_agent: None,
+            api_client: None,
+        }
+    }
+
+    async fn sqlite(dir: &tempfile::TempDir) -> (Store, SqlitePool) {
+        let store = Store::connect(None, &dir.path().join("records.db"), 1)
+            .await
+            .unwrap();
+        let Store::Sqlite(pool) = &store else {
+            unreachable!("no database URL was given")
+        };
+        let pool = pool.clone();
+        (store, pool)
+    }
+
+    #[tokio::test]
+    async fn the_largest_batch_allowed_fits_one_sqlite_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sqlite(&dir).await;
+        store.migrate().await.unwrap();
+        let rows: Vec<_> = (0..MAX_BATCH).map(record).collect();
+        store.insert_issuances(&rows).await.unwrap();
+        let stored = store
+            .list_issuances(&IssuanceQuery {
+                subject: Some(format!("user-{}", MAX_BATCH - 1)),
+                limit: 10,
+                ..IssuanceQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        let last = &stored[0];
+        assert_eq!(
+            last.server_request_id.as_deref(),
+            Some(format!("srv-{}", MAX_BATCH - 1).as_str())
+        );
+        assert_eq!(
+            last.service_account.as_deref(),
+            Some("signer@project.iam.gserviceaccount.com")
+        );
+        // One record more binds more parameters than SQLite takes in one statement.
+        let too_many: Vec<_> = (0..=SQLITE_MAX_PARAMETERS / COLUMNS_PER_RECORD + 1)
+            .map(record)
+            .collect();
+        assert!(too_many.len() * COLUMNS_PER_RECORD > SQLITE_MAX_PARAMETERS);
+        assert!(store.insert_issuances(&too_many).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_table_rebuild_keeps_server_request_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, pool) = sqlite(&dir).await;
+        // The database as it was before the service_account column came.
+        SQLITE_MIGRATIONS
+            .run_to(20261202000017, &pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO issuances (issued_at, request_id, server_request_id, issuer, subject, \
+             target, scopes, source, outcome) VALUES \
+             ('2026-12-01T10:00:00.000000Z', 'caller-id', 'server-id', 'https://issuer.example/', \
+             'alice', 'bigquery', 'scope-a', 'sts', 'issued')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let stored = store
+            .list_issuances(&IssuanceQuery {
+                subject: Some("alice".into()),
+                limit: 10,
+                ..IssuanceQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].request_id, "caller-id");
+        assert_eq!(stored[0].server_request_id.as_deref(), Some("server-id"));
+        assert_eq!(stored[0].service_account, None);
+        // The rebuilt table takes new records with both columns.
+        store.insert_issuances(&[record(1)]).await.unwrap();
+        let stored = store
+            .list_issuances(&IssuanceQuery {
+                subject: Some("user-1".into()),
+                limit: 10,
+                ..IssuanceQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored[0].server_request_id.as_deref(), Some("srv-1"));
+        assert!(stored[0].service_account.is_some());
+    }
 }

@@ -1,6 +1,7 @@
 //! Credential cache: one entry per (issuer, subject, target, scopes, identity claims),
 //! served with its remaining lifetime, refreshed ahead of expiry, bounded in size.
 
+use crate::config::TargetKind;
 use crate::identity::Identity;
 use crate::secret::Token;
 use moka::future::Cache;
@@ -20,6 +21,10 @@ pub struct CacheKey {
     target: Arc<str>,
     scopes: Vec<String>,
     user_project: Option<String>,
+    /// What the credential is: a federated token, a service account's token or a custom
+    /// token, and whose.
+    kind: TargetKind,
+    service_account: Option<String>,
     claims_digest: [u8; 32],
 }
 
@@ -41,8 +46,22 @@ impl CacheKey {
             target,
             scopes,
             user_project,
+            kind: TargetKind::Workforce,
+            service_account: None,
             claims_digest: claims_digest(identity, actor, minted),
         }
+    }
+
+    /// The same key for a credential of `kind`, of `service_account` when it is one's.
+    pub fn of(mut self, kind: TargetKind, service_account: Option<String>) -> Self {
+        self.kind = kind;
+        self.service_account = service_account;
+        self
+    }
+
+    /// The service account whose credential this entry holds.
+    pub fn service_account(&self) -> Option<&str> {
+        self.service_account.as_deref()
     }
 
     /// The issuer of the subject this entry belongs to.

@@ -1,15 +1,17 @@
 //! The middle of the service: which target, which scopes, the cache, and the exchange flow.
 
 mod cache;
+mod firebase;
 mod targets;
 
 pub use cache::{CacheKey, CachedCredential, CredentialCache};
+pub use firebase::{uid_for, FirebaseError, FIREBASE_AUDIENCE};
 pub use targets::{Target, TargetError, Targets};
 
 use crate::assertion::{minted_attributes, AssertionError, Minter};
 use crate::audit::{Audit, AuditError, IssuanceRecord, Outcome};
-use crate::config::{ClientSettings, Settings, TargetSettings};
-use crate::google::{GoogleError, StsClient, StsRequest};
+use crate::config::{ClientSettings, Settings, TargetKind, TargetSettings};
+use crate::google::{GoogleError, IamCredentialsClient, OwnIdentity, StsClient, StsRequest};
 use crate::identity::{Identity, IdentityError, Validator};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicyError};
@@ -34,6 +36,9 @@ pub struct ExchangeRequest {
     pub actor_token: Option<Token>,
     /// `options.userProject`, when the caller sent one.
     pub user_project: Option<String>,
+    /// Whether `requested_token_type` asked for a JWT (`Some(true)`), an access token
+    /// (`Some(false)`), or was absent.
+    pub wants_jwt: Option<bool>,
     /// Who is asking, for the record.
     pub context: RequestContext,
 }
@@ -70,6 +75,10 @@ pub enum Source {
     Sts,
     /// Served from the cache.
     Cache,
+    /// A service account's token from IAM Credentials.
+    Impersonation,
+    /// A token the bridge had signed (Firebase custom tokens).
+    Signing,
 }
 
 impl Source {
@@ -78,6 +87,8 @@ impl Source {
         match self {
             Source::Sts => "sts",
             Source::Cache => "cache",
+            Source::Impersonation => "impersonation",
+            Source::Signing => "signing",
         }
     }
 }
@@ -85,8 +96,10 @@ impl Source {
 /// A credential handed out.
 #[derive(Debug)]
 pub struct Issued {
-    /// The Google access token.
+    /// The Google access token, or the Firebase custom token.
     pub access_token: Token,
+    /// RFC 8693 type of `access_token`.
+    pub issued_token_type: &'static str,
     /// Whole seconds of life left, at least 1.
     pub expires_in: u64,
     /// Scopes granted, space-separated, when they differ from the request.
@@ -101,6 +114,10 @@ pub struct Issued {
     pub scopes: Vec<String>,
     /// Google principal the credential acts as.
     pub google_principal: Option<String>,
+    /// The service account whose credential it is, if any.
+    pub service_account: Option<String>,
+    /// The target's kind.
+    pub kind: TargetKind,
     /// Client that asked: the Basic client id, else the token's `azp`/`client_id`.
     pub client_id: Option<String>,
 }
@@ -148,6 +165,9 @@ pub enum BrokerError {
     /// The bridge could not sign an assertion for the caller.
     #[error(transparent)]
     Assertion(#[from] AssertionError),
+    /// A Firebase custom token could not be made.
+    #[error(transparent)]
+    Firebase(#[from] FirebaseError),
     /// The subject asked more often than its rate limit allows.
     #[error("too many exchanges for this subject; try again in {} s", crate::ratelimit::retry_after_secs(*.wait))]
     RateLimited {
@@ -165,6 +185,10 @@ impl BrokerError {
             BrokerError::Actor(IdentityError::KeysUnavailable(_)) => "temporarily_unavailable",
             BrokerError::Actor(_) => "invalid_grant",
             BrokerError::Target(TargetError::Unknown { .. }) => "invalid_target",
+            BrokerError::Target(TargetError::NoServiceAccount { .. }) => "access_denied",
+            BrokerError::Target(TargetError::TokenType { .. }) => "invalid_request",
+            BrokerError::Firebase(FirebaseError::ClaimsTooLarge { .. }) => "invalid_request",
+            BrokerError::Firebase(_) => "temporarily_unavailable",
             BrokerError::Target(_) => "invalid_scope",
             BrokerError::Policy(p) => p.oauth_code(),
             BrokerError::UserProject { .. } => "invalid_request",
@@ -174,6 +198,13 @@ impl BrokerError {
             BrokerError::Assertion(AssertionError::SubjectExpired) => "invalid_grant",
             BrokerError::Assertion(_) => "temporarily_unavailable",
             BrokerError::Google(GoogleError::WouldRefuse(_)) => "invalid_grant",
+            BrokerError::Google(GoogleError::IamRefused { error, .. }) => match error.as_str() {
+                "invalid_grant" => "invalid_grant",
+                "invalid_scope" => "invalid_scope",
+                "invalid_target" => "invalid_target",
+                "access_denied" => "access_denied",
+                _ => "invalid_request",
+            },
             BrokerError::Google(GoogleError::Refused { error, .. }) => match error.as_str() {
                 "invalid_grant" => "invalid_grant",
                 "invalid_scope" => "invalid_scope",
@@ -187,12 +218,24 @@ impl BrokerError {
     }
 }
 
+/// The clients of Google's APIs an exchange may call.
+pub struct GoogleClients {
+    /// Google STS.
+    pub sts: StsClient,
+    /// IAM Credentials.
+    pub iam: IamCredentialsClient,
+    /// The service's own Google identity.
+    pub own: Arc<OwnIdentity>,
+}
+
 /// Runs exchanges.
 pub struct Broker {
     validator: Validator,
     /// Swapped whole on reload; a request keeps the target it resolved.
     targets: RwLock<Arc<Targets>>,
     sts: StsClient,
+    iam: IamCredentialsClient,
+    own: Arc<OwnIdentity>,
     minter: Option<Arc<Minter>>,
     cache: CredentialCache,
     /// Google's recent refusals (4xx), by cache key; `None` when none are remembered.
@@ -213,7 +256,7 @@ impl Broker {
     pub fn new(
         settings: &Settings,
         validator: Validator,
-        sts: StsClient,
+        google: GoogleClients,
         minter: Option<Arc<Minter>>,
         audit: Arc<Audit>,
         metrics: Arc<Metrics>,
@@ -221,7 +264,9 @@ impl Broker {
         Self {
             validator,
             targets: RwLock::new(Arc::new(Targets::new(&settings.targets))),
-            sts,
+            sts: google.sts,
+            iam: google.iam,
+            own: google.own,
             minter,
             cache: cache::build(
                 settings.cache.max_entries,
@@ -285,8 +330,10 @@ impl Broker {
 
     /// Remembers a refusal Google gave (not a failure: those are worth trying again).
     async fn remember_refusal(&self, key: &CacheKey, e: &BrokerError) {
-        if let (Some(refusals), BrokerError::Google(g @ GoogleError::Refused { .. })) =
-            (&self.refusals, e)
+        if let (
+            Some(refusals),
+            BrokerError::Google(g @ (GoogleError::Refused { .. } | GoogleError::IamRefused { .. })),
+        ) = (&self.refusals, e)
         {
             refusals.insert(key.clone(), g.clone()).await;
         }
@@ -354,12 +401,12 @@ impl Broker {
         &self.metrics
     }
 
-    /// The target name `audience` selects, if any (a bounded metrics label).
-    pub fn target_name(&self, audience: &str) -> Option<Arc<str>> {
+    /// The target name `audience` selects and its kind, if any (bounded metrics labels).
+    pub fn target_name(&self, audience: &str) -> Option<(Arc<str>, TargetKind)> {
         self.targets()
             .resolve(audience)
             .ok()
-            .map(|t| t.name.clone())
+            .map(|t| (t.name.clone(), t.settings.kind))
     }
 
     /// Number of cached credentials (after applying pending evictions and inserts).
@@ -428,6 +475,13 @@ impl Broker {
             target: d.target,
             scopes: d.scopes,
             google_principal: d.google_principal,
+            service_account: d.service_account,
+            issued_token_type: if d.kind == TargetKind::Firebase {
+                crate::rfc8693::TOKEN_TYPE_JWT
+            } else {
+                crate::rfc8693::TOKEN_TYPE_ACCESS_TOKEN
+            },
+            kind: d.kind,
             client_id: req.context.client_for(&identity).map(str::to_owned),
             identity,
         })
@@ -455,6 +509,7 @@ impl Broker {
         {
             policy::check_client(client, &target.name, identity)?;
         }
+        target.check_token_type(req.wants_jwt)?;
         let scopes = target.scopes_for(&req.scopes)?;
         let user_project = user_project_for(&target, req.user_project.clone())?;
         let scope = (scopes != sorted_unique(&req.scopes)).then(|| scopes.join(" "));
@@ -462,6 +517,7 @@ impl Broker {
         let minted = target
             .assertion()
             .map(|a| minted_attributes(identity, &a.attributes));
+        let service_account = target.service_account_for(identity)?;
         let key = CacheKey::new(
             identity,
             actor,
@@ -469,7 +525,8 @@ impl Broker {
             scopes.clone(),
             user_project,
             minted.as_ref(),
-        );
+        )
+        .of(target.settings.kind, service_account.clone());
         let subject = Subject {
             token: req.subject_token.clone(),
             identity: identity.clone(),
@@ -517,8 +574,14 @@ impl Broker {
                 entry.remaining().as_secs(),
             ),
             scope,
-            source: if fetched { Source::Sts } else { Source::Cache },
+            source: if fetched {
+                fresh_source(&target)
+            } else {
+                Source::Cache
+            },
             google_principal: target.principal_for(&identity.subject),
+            service_account,
+            kind: target.settings.kind,
             target: target.name.clone(),
             scopes,
         })
@@ -557,6 +620,7 @@ impl Broker {
             azp: identity.client_id.clone(),
             target: bounded(&req.audience),
             google_principal: None,
+            service_account: None,
             scopes: bounded(&req.scopes.join(" ")),
             source: None,
             outcome: Outcome::Refused,
@@ -571,6 +635,7 @@ impl Broker {
             Ok(d) => {
                 record.target = d.target.to_string();
                 record.google_principal = d.google_principal.clone();
+                record.service_account = d.service_account.clone();
                 record.scopes = d.scopes.join(" ");
                 record.source = Some(d.source.as_str());
                 record.outcome = Outcome::Issued;
@@ -581,6 +646,7 @@ impl Broker {
                 if let Some(t) = target {
                     record.target = t.name.to_string();
                     record.google_principal = t.principal_for(&identity.subject);
+                    record.service_account = t.service_account_for(identity).ok().flatten();
                 }
                 record.error_code = Some(e.oauth_code().to_owned());
             }
@@ -621,10 +687,26 @@ struct Subject {
     identity: Identity,
 }
 
+/// Where a fresh credential of `target` comes from.
+fn fresh_source(target: &Target) -> Source {
+    match target.settings.kind {
+        TargetKind::Workforce if target.settings.service_account.is_none() => Source::Sts,
+        TargetKind::Workforce | TargetKind::Impersonate => Source::Impersonation,
+        TargetKind::Firebase => Source::Signing,
+    }
+}
+
+/// What a federated token needs to call IAM Credentials; the caller's scopes go to the
+/// service account's token instead.
+static IAM_CREDENTIALS_SCOPES: std::sync::LazyLock<[String; 1]> =
+    std::sync::LazyLock::new(|| ["https://www.googleapis.com/auth/cloud-platform".to_owned()]);
+
 /// What a cache miss or refresh needs to obtain a credential from Google.
 #[derive(Clone)]
 struct Upstream {
     sts: StsClient,
+    iam: IamCredentialsClient,
+    own: Arc<OwnIdentity>,
     minter: Option<Arc<Minter>>,
 }
 
@@ -632,20 +714,125 @@ impl Broker {
     fn upstream(&self) -> Upstream {
         Upstream {
             sts: self.sts.clone(),
+            iam: self.iam.clone(),
+            own: self.own.clone(),
             minter: self.minter.clone(),
         }
     }
 }
 
 impl Upstream {
-    /// Exchanges what the target shows Google (the caller's token, or a fresh assertion
-    /// for the same person) for a credential.
+    /// Obtains a fresh credential of the target's kind.
     async fn fetch(
         &self,
         target: &Target,
         key: &CacheKey,
         subject: &Subject,
     ) -> Result<Arc<CachedCredential>, BrokerError> {
+        match target.settings.kind {
+            TargetKind::Workforce => self.workforce(target, key, subject).await,
+            TargetKind::Impersonate => self.impersonate(target, key).await,
+            TargetKind::Firebase => self.firebase(target, subject).await,
+        }
+    }
+
+    /// The mapped service account's token, obtained with the service's own identity.
+    async fn impersonate(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let service_account = key.service_account().ok_or_else(|| {
+            GoogleError::BadResponse("no service account was mapped for this request".into())
+        })?;
+        let own = self.own.token().await?;
+        self.service_account_token(target, key, &own, service_account)
+            .await
+    }
+
+    /// A Firebase custom token for the caller, signed by the target's service account.
+    async fn firebase(
+        &self,
+        target: &Target,
+        subject: &Subject,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let settings = target.settings.firebase.as_ref().ok_or_else(|| {
+            GoogleError::BadResponse("the target has no [targets.firebase] settings".into())
+        })?;
+        let requested_at = std::time::Instant::now();
+        let payload = firebase::custom_token_claims(settings, &subject.identity)?;
+        let jwt = match &settings.key_file {
+            Some(path) => {
+                firebase::KeyFile::load(path, &settings.service_account)?.sign(&payload)?
+            }
+            None => {
+                let own = self.own.token().await?;
+                self.iam
+                    .sign_jwt(&own, &settings.service_account, &payload)
+                    .await?
+                    .jwt
+            }
+        };
+        Ok(Arc::new(CachedCredential::new(
+            jwt,
+            requested_at,
+            Duration::from_secs(settings.lifetime_secs),
+        )))
+    }
+
+    async fn service_account_token(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        bearer: &Token,
+        service_account: &str,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let requested_at = std::time::Instant::now();
+        let token = self
+            .iam
+            .generate_access_token(
+                bearer,
+                service_account,
+                key.scopes(),
+                Duration::from_secs(target.settings.token_lifetime_secs),
+                &target.settings.delegates,
+            )
+            .await?;
+        Ok(Arc::new(CachedCredential::new(
+            token.access_token,
+            requested_at,
+            token.expires_in,
+        )))
+    }
+
+    /// The federated token, or the token of the service account it impersonates.
+    async fn workforce(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        subject: &Subject,
+    ) -> Result<Arc<CachedCredential>, BrokerError> {
+        let requested_at = std::time::Instant::now();
+        let federated = self.federated(target, key, subject).await?;
+        let Some(service_account) = key.service_account() else {
+            return Ok(Arc::new(CachedCredential::new(
+                federated.access_token,
+                requested_at,
+                federated.expires_in,
+            )));
+        };
+        self.service_account_token(target, key, &federated.access_token, service_account)
+            .await
+    }
+
+    /// Exchanges what the target shows Google (the caller's token, or a fresh assertion
+    /// for the same person) for a federated token.
+    async fn federated(
+        &self,
+        target: &Target,
+        key: &CacheKey,
+        subject: &Subject,
+    ) -> Result<crate::google::StsToken, BrokerError> {
         let minted;
         let subject_token = match (target.assertion(), &self.minter) {
             (Some(a), Some(minter)) => {
@@ -658,22 +845,20 @@ impl Upstream {
             }
             (None, _) => &subject.token,
         };
-        let requested_at = std::time::Instant::now();
-        let token = self
+        Ok(self
             .sts
             .exchange(&StsRequest {
                 audience: &target.settings.provider,
-                scopes: key.scopes(),
+                scopes: if key.service_account().is_some() {
+                    &IAM_CREDENTIALS_SCOPES[..]
+                } else {
+                    key.scopes()
+                },
                 subject_token,
                 subject_token_type: &target.settings.subject_token_type,
                 user_project: key.user_project(),
             })
-            .await?;
-        Ok(Arc::new(CachedCredential::new(
-            token.access_token,
-            requested_at,
-            token.expires_in,
-        )))
+            .await?)
     }
 }
 
@@ -686,6 +871,8 @@ struct Decision {
     target: Arc<str>,
     scopes: Vec<String>,
     google_principal: Option<String>,
+    service_account: Option<String>,
+    kind: TargetKind,
 }
 
 /// Caps a caller-chosen value before it is stored.

@@ -1,6 +1,7 @@
 //! Targets: which Google credential an `audience` asks for, and which scopes it may carry.
 
-use crate::config::{TargetAssertion, TargetKind, TargetMode, TargetSettings};
+use crate::config::{MappedClaim, TargetAssertion, TargetKind, TargetMode, TargetSettings};
+use crate::identity::Identity;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -34,6 +35,22 @@ pub enum TargetError {
         /// Allowed scopes.
         allowed: String,
     },
+    /// An `impersonate` target maps none of the caller's claim values to a service account.
+    #[error("target {target} maps no service account to your {claims}; ask an administrator for a role that one is mapped to")]
+    NoServiceAccount {
+        /// Target name.
+        target: String,
+        /// The claims the mapping reads, e.g. `roles`.
+        claims: String,
+    },
+    /// The requested token type is not the one this target makes.
+    #[error("target {target} issues {issues}; send requested_token_type={issues} or leave it out")]
+    TokenType {
+        /// Target name.
+        target: String,
+        /// The token type the target issues.
+        issues: &'static str,
+    },
     /// No scope requested and the target has no default.
     #[error(
         "no scope requested and target {target} has no default scopes; request one of: {allowed}"
@@ -63,10 +80,8 @@ impl Targets {
                 name: Arc::from(s.name.as_str()),
                 settings: s.clone(),
             });
-            match s.kind {
-                TargetKind::Workforce => {
-                    by_audience.insert(s.provider.clone(), target.clone());
-                }
+            if s.kind == TargetKind::Workforce {
+                by_audience.insert(s.provider.clone(), target.clone());
             }
             by_audience.insert(s.name.clone(), target.clone());
             all.push(target);
@@ -100,9 +115,47 @@ impl Target {
         }
     }
 
+    /// The service account whose credential this target hands `identity`: the configured
+    /// one, or for `impersonate` the first mapping the caller's claims match.
+    pub fn service_account_for(&self, identity: &Identity) -> Result<Option<String>, TargetError> {
+        let s = &self.settings;
+        match s.kind {
+            TargetKind::Workforce => Ok(s.service_account.clone()),
+            TargetKind::Firebase => Ok(s.firebase.as_ref().map(|f| f.service_account.clone())),
+            TargetKind::Impersonate => {
+                let values = |claim: MappedClaim| match claim {
+                    MappedClaim::Roles => &identity.roles,
+                    MappedClaim::Groups => &identity.groups,
+                    MappedClaim::Permissions => &identity.permissions,
+                };
+                if let Some(m) = s
+                    .service_accounts
+                    .iter()
+                    .find(|m| values(m.claim).contains(&m.value))
+                {
+                    return Ok(Some(m.service_account.clone()));
+                }
+                let mut claims: Vec<&str> = s
+                    .service_accounts
+                    .iter()
+                    .map(|m| m.claim.as_str())
+                    .collect();
+                claims.sort_unstable();
+                claims.dedup();
+                Err(TargetError::NoServiceAccount {
+                    target: self.name.to_string(),
+                    claims: claims.join(" or "),
+                })
+            }
+        }
+    }
+
     /// The Google principal a credential of this target acts as for `subject`, with the
-    /// attribute mapping `google.subject=assertion.sub`.
+    /// attribute mapping `google.subject=assertion.sub` (workforce targets only).
     pub fn principal_for(&self, subject: &str) -> Option<String> {
+        if self.settings.kind != TargetKind::Workforce {
+            return None;
+        }
         let (location, pool, _) =
             crate::google::provider::parse_workforce_provider(&self.settings.provider)?;
         Some(format!(
@@ -110,10 +163,42 @@ impl Target {
         ))
     }
 
+    /// Refuses a `requested_token_type` other than what this target makes: Firebase
+    /// targets make JWTs, the others access tokens.
+    pub fn check_token_type(&self, wants_jwt: Option<bool>) -> Result<(), TargetError> {
+        let jwt = self.settings.kind == TargetKind::Firebase;
+        match wants_jwt {
+            Some(wanted) if wanted != jwt => Err(TargetError::TokenType {
+                target: self.name.to_string(),
+                issues: if jwt {
+                    crate::rfc8693::TOKEN_TYPE_JWT
+                } else {
+                    crate::rfc8693::TOKEN_TYPE_ACCESS_TOKEN
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The scopes a Firebase target's tokens carry: none, whatever the caller asked.
+    fn is_scopeless(&self) -> bool {
+        self.settings.kind == TargetKind::Firebase
+    }
+
     /// The scopes to request: the caller's (sorted, without repeats) when all are allowed,
     /// else the target's defaults when the caller sent none.
     pub fn scopes_for(&self, requested: &[String]) -> Result<Vec<String>, TargetError> {
         let allowed = || self.settings.allowed_scopes.join(" ");
+        if self.is_scopeless() {
+            return match requested.first() {
+                None => Ok(Vec::new()),
+                Some(scope) => Err(TargetError::ScopeNotAllowed {
+                    scope: scope.chars().take(200).collect(),
+                    target: self.name.to_string(),
+                    allowed: "none (a Firebase custom token carries no OAuth scopes)".into(),
+                }),
+            };
+        }
         if requested.is_empty() {
             if self.settings.default_scopes.is_empty() {
                 return Err(TargetError::NoScope {

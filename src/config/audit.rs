@@ -135,6 +135,7 @@ impl AuditSettings {
                 ));
             }
         }
+        let max_batch_range = format!("between 1 and {}", crate::audit::MAX_BATCH);
         let checks: [(&str, bool, &str); 11] = [
             (
                 "audit.pool_size",
@@ -156,11 +157,11 @@ impl AuditSettings {
                 (1..=1_000_000).contains(&self.queue_capacity),
                 "between 1 and 1000000",
             ),
-            // 19 bound columns per row; SQLite allows 32766 parameters per statement.
+            // Each record binds one parameter per column; SQLite allows 32766 per statement.
             (
                 "audit.max_batch",
-                (1..=1700).contains(&self.max_batch),
-                "between 1 and 1700",
+                (1..=crate::audit::MAX_BATCH).contains(&self.max_batch),
+                max_batch_range.as_str(),
             ),
             (
                 "audit.enqueue_timeout_ms",

@@ -11,6 +11,14 @@ pub struct GoogleSettings {
     /// Google STS token endpoint.
     #[serde(default = "default_sts_url")]
     pub sts_url: String,
+    /// Base URL of the IAM Credentials API (service-account impersonation and signing).
+    #[serde(default = "default_iam_credentials_url")]
+    pub iam_credentials_url: String,
+    /// A service-account key file holding the service's own Google identity (for
+    /// `impersonate` and `firebase` targets); unset: Application Default Credentials
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's, or the metadata server).
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
     /// Time to establish a connection to Google STS, in milliseconds.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
@@ -45,6 +53,9 @@ pub struct GoogleSettings {
 fn default_sts_url() -> String {
     "https://sts.googleapis.com/v1/token".into()
 }
+fn default_iam_credentials_url() -> String {
+    "https://iamcredentials.googleapis.com".into()
+}
 fn default_connect_timeout() -> u64 {
     2_000
 }
@@ -71,6 +82,8 @@ impl Default for GoogleSettings {
     fn default() -> Self {
         Self {
             sts_url: default_sts_url(),
+            iam_credentials_url: default_iam_credentials_url(),
+            credentials_file: None,
             connect_timeout_ms: default_connect_timeout(),
             timeout_ms: default_google_timeout(),
             retry_after_secs: default_retry_after(),
@@ -86,6 +99,15 @@ impl Default for GoogleSettings {
 impl GoogleSettings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check_url("google.sts_url", &self.sts_url)?;
+        check_url("google.iam_credentials_url", &self.iam_credentials_url)?;
+        if let Some(file) = &self.credentials_file {
+            if !file.is_file() {
+                return Err(invalid(
+                    "google.credentials_file",
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+        }
         if !(100..=60_000).contains(&self.timeout_ms) {
             return Err(invalid(
                 "google.timeout_ms",

@@ -37,7 +37,10 @@ pub use limits::{LimitsSettings, RateSettings};
 pub use log::LogSettings;
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, MAX_LIFETIME_SECS};
-pub use targets::{TargetKind, TargetSettings};
+pub use targets::{
+    FirebaseSettings, MappedClaim, ServiceAccountMapping, TargetKind, TargetSettings,
+    FIREBASE_RESERVED_CLAIMS, MAX_FIREBASE_CLAIMS_BYTES,
+};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -199,7 +202,7 @@ impl Settings {
         if !self
             .targets
             .iter()
-            .any(|t| t.mode == TargetMode::PassThrough)
+            .any(|t| t.kind == TargetKind::Workforce && t.mode == TargetMode::PassThrough)
         {
             return Ok(());
         }
@@ -249,7 +252,7 @@ impl Settings {
             if !names.insert(&target.name) {
                 return Err(invalid(format!("{key}.name"), "target name used twice"));
             }
-            if !providers.insert(&target.provider) {
+            if target.kind == TargetKind::Workforce && !providers.insert(&target.provider) {
                 return Err(invalid(
                     format!("{key}.provider"),
                     "two targets name the same provider, so an audience could not tell them apart",
@@ -361,6 +364,7 @@ mod tests {
                 },
                 mode: TargetMode::PassThrough,
                 assertion: None,
+                ..TargetSettings::default()
             }],
             ..Settings::default()
         }
@@ -371,6 +375,78 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected an invalid key, got {other:?}"),
         }
+    }
+
+    fn firebase_target(claims: &[(&str, IdentityAttribute)]) -> TargetSettings {
+        TargetSettings {
+            name: "firestore".into(),
+            kind: TargetKind::Firebase,
+            policy: PolicySettings {
+                any_permissions: vec!["read:notes".into()],
+                ..PolicySettings::default()
+            },
+            firebase: Some(FirebaseSettings {
+                service_account: "signer@p.iam.gserviceaccount.com".into(),
+                claims: claims
+                    .iter()
+                    .map(|(name, from)| (name.to_string(), *from))
+                    .collect(),
+                lifetime_secs: 3600,
+                key_file: None,
+            }),
+            ..TargetSettings::default()
+        }
+    }
+
+    #[test]
+    fn firebase_reserved_claim_names_are_refused_naming_the_claim() {
+        for reserved in FIREBASE_RESERVED_CLAIMS {
+            let mut s = valid();
+            s.targets.push(firebase_target(&[(
+                reserved,
+                IdentityAttribute::Permissions,
+            )]));
+            assert_eq!(
+                problem_key(&s),
+                format!("targets[1].firebase.claims.{reserved}")
+            );
+        }
+        let mut s = valid();
+        s.targets.push(firebase_target(&[(
+            "permissions",
+            IdentityAttribute::Permissions,
+        )]));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn firebase_tokens_live_at_most_an_hour_and_kinds_take_only_their_settings() {
+        let mut s = valid();
+        let mut t = firebase_target(&[]);
+        t.firebase.as_mut().unwrap().lifetime_secs = 3601;
+        s.targets.push(t);
+        assert_eq!(problem_key(&s), "targets[1].firebase.lifetime_secs");
+
+        let mut s = valid();
+        let mut t = firebase_target(&[]);
+        t.service_accounts = vec![ServiceAccountMapping {
+            claim: MappedClaim::Roles,
+            value: "analyst".into(),
+            service_account: "a@p.iam.gserviceaccount.com".into(),
+        }];
+        s.targets.push(t);
+        assert_eq!(problem_key(&s), "targets[1].service_accounts");
+
+        let mut s = valid();
+        s.targets[0].service_account = Some("not-an-email".into());
+        assert_eq!(problem_key(&s), "targets[0].service_account");
+
+        let mut s = valid();
+        let mut t = firebase_target(&[]);
+        t.kind = TargetKind::Impersonate;
+        t.firebase = None;
+        s.targets.push(t);
+        assert_eq!(problem_key(&s), "targets[1].service_accounts");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What `check-config` prints: what was loaded, in words an operator can check against
 //! what they meant to configure.
 
-use super::{PolicySettings, Settings};
+use super::{PolicySettings, Settings, TargetKind, TargetSettings};
 use std::fmt::Write;
 
 impl Settings {
@@ -102,10 +102,10 @@ impl Settings {
         for t in &self.targets {
             let kind = serde_json::to_value(t.kind).unwrap_or_default();
             let _ = writeln!(out, "  {} ({})", t.name, kind.as_str().unwrap_or("?"));
-            let _ = writeln!(out, "    provider        {}", t.provider);
-            let project = t.user_project.as_deref().unwrap_or("(the caller's)");
-            let _ = writeln!(out, "    bills project   {project}");
-            let _ = writeln!(out, "    scopes          {}", t.allowed_scopes.join(" "));
+            kind_summary(&mut out, t);
+            if t.kind != TargetKind::Firebase {
+                let _ = writeln!(out, "    scopes          {}", t.allowed_scopes.join(" "));
+            }
             if !t.default_scopes.is_empty() {
                 let _ = writeln!(out, "    default scopes  {}", t.default_scopes.join(" "));
             }
@@ -129,7 +129,9 @@ impl Settings {
                 }
                 None => "pass-through (Google sees the caller's own token)".to_owned(),
             };
-            let _ = writeln!(out, "    mode            {mode}");
+            if t.kind == TargetKind::Workforce {
+                let _ = writeln!(out, "    mode            {mode}");
+            }
             let _ = writeln!(out, "    policy          {}", policy_summary(&t.policy));
         }
         let auth = if self.require_client_auth {
@@ -188,12 +190,88 @@ impl Settings {
         );
         let _ = writeln!(
             out,
+            "IAM Credentials:    {}",
+            self.google.iam_credentials_url
+        );
+        let _ = writeln!(
+            out,
             "issuer key fetches: connect {} ms, fetch {} ms; {}",
             self.jwks.connect_timeout_ms,
             self.jwks.timeout_ms,
             breaker(&self.jwks.breaker)
         );
         out
+    }
+}
+
+/// What a target's kind makes, from what, and with which service account.
+fn kind_summary(out: &mut String, t: &TargetSettings) {
+    match t.kind {
+        TargetKind::Workforce => {
+            let _ = writeln!(out, "    provider        {}", t.provider);
+            let project = t.user_project.as_deref().unwrap_or("(the caller's)");
+            let _ = writeln!(out, "    bills project   {project}");
+            if let Some(sa) = &t.service_account {
+                let _ = writeln!(
+                    out,
+                    "    impersonates    {sa} ({} s{})",
+                    t.token_lifetime_secs,
+                    via(&t.delegates)
+                );
+            }
+        }
+        TargetKind::Impersonate => {
+            for m in &t.service_accounts {
+                let _ = writeln!(
+                    out,
+                    "    {} ∋ {:<9} → {}{}",
+                    m.claim.as_str(),
+                    m.value,
+                    m.service_account,
+                    via(&t.delegates)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "    as              the service's own Google identity ({} s tokens)",
+                t.token_lifetime_secs
+            );
+        }
+        TargetKind::Firebase => {
+            if let Some(f) = &t.firebase {
+                let signer = match &f.key_file {
+                    Some(path) => format!("key file {}", path.display()),
+                    None => "IAM Credentials signJwt with the service's own identity".into(),
+                };
+                let _ = writeln!(out, "    signed by       {} ({signer})", f.service_account);
+                let claims: Vec<String> = f
+                    .claims
+                    .iter()
+                    .map(|(name, from)| {
+                        let from = serde_json::to_value(from).unwrap_or_default();
+                        format!("{name} ← {}", from.as_str().unwrap_or("?"))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    custom token    uid ← sub; claims {}; {} s",
+                    if claims.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        claims.join(", ")
+                    },
+                    f.lifetime_secs
+                );
+            }
+        }
+    }
+}
+
+fn via(delegates: &[String]) -> String {
+    if delegates.is_empty() {
+        String::new()
+    } else {
+        format!(" via {}", delegates.join(" → "))
     }
 }
 

@@ -3,9 +3,11 @@
 
 pub mod cli;
 mod google;
+mod iam;
 mod issuer;
 
 pub use google::{BridgeTrust, Fault, GoogleStandIn, IssuedToken, StsCall};
+pub use iam::{google_error_body, IamCall};
 pub use issuer::{
     DevIssuer, MintRequest, DEV_AUDIENCE, DEV_CLIENT, DEV_GROUPS_CLAIM, DEV_ROLES_CLAIM,
 };
@@ -97,6 +99,7 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
             },
             mode: crate::config::TargetMode::PassThrough,
             assertion: None,
+            ..TargetSettings::default()
         }],
         log: LogSettings {
             format: "text".into(),
@@ -105,6 +108,7 @@ pub fn settings(issuer: &DevIssuer, google: &GoogleStandIn, listen: SocketAddr) 
         ..Settings::default()
     };
     settings.google.sts_url = google.token_url();
+    settings.google.iam_credentials_url = google.iam_url();
     // Setting up is easier when refusals name what would have been accepted.
     settings.http.verbose_errors = true;
     settings

@@ -247,7 +247,7 @@ fn parse_success(body: &[u8]) -> Result<StsToken, GoogleError> {
     })
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, GoogleError> {
+pub(super) async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, GoogleError> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
@@ -264,7 +264,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Google
     Ok(body)
 }
 
-fn describe_transport(e: &reqwest::Error) -> String {
+pub(super) fn describe_transport(e: &reqwest::Error) -> String {
     match transport_error(e) {
         "timeout" => "timed out".into(),
         "connect" => "connection failed".into(),

@@ -122,7 +122,9 @@ impl ApiError {
         let code = e.oauth_code();
         // An open breaker knows when its next probe is due; that beats the configured guess.
         let retry_after = match e {
-            BrokerError::Google(GoogleError::CircuitOpen(wait)) => wait.as_secs().max(1),
+            BrokerError::Google(
+                GoogleError::CircuitOpen(wait) | GoogleError::IamCircuitOpen(wait),
+            ) => wait.as_secs().max(1),
             _ => retry_after,
         };
         let description = match e {
@@ -134,6 +136,7 @@ impl ApiError {
                 format!("Google STS refused the exchange: {description}")
             }
             BrokerError::Google(GoogleError::WouldRefuse(why)) => why.clone(),
+            BrokerError::Google(GoogleError::IamRefused { .. }) => e.to_string(),
             BrokerError::Google(_) => format!("{e}; try again in {retry_after} s"),
             // The database's own error text stays in the logs.
             BrokerError::Audit(AuditError::Store(_) | AuditError::Rejected(_)) => format!(
@@ -169,6 +172,7 @@ fn terse_target_error(e: &TargetError) -> String {
         TargetError::NoScope { target, .. } => {
             format!("no scope requested and target {target} has no default scopes; send a scope")
         }
+        TargetError::NoServiceAccount { .. } | TargetError::TokenType { .. } => e.to_string(),
     }
 }
 

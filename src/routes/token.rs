@@ -5,8 +5,8 @@ use super::error::ApiError;
 use super::strict_json::{self, StrictJsonError};
 use super::AppState;
 use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
-use crate::config::ClientSettings;
-use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN};
+use crate::config::{ClientSettings, TargetKind};
+use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
 use crate::secret::{fingerprint, Token};
 use crate::telemetry::{RequestId, ServerRequestId};
 use actix_web::http::{header, StatusCode};
@@ -153,7 +153,7 @@ pub async fn token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let mut target: Option<Arc<str>> = None;
+    let mut target: Option<(Arc<str>, TargetKind)> = None;
     let bounded = tokio::time::timeout(
         state.request_timeout,
         exchange(&req, payload, &state, &mut target),
@@ -166,7 +166,9 @@ pub async fn token(
             Err(timed_out(&state))
         }
     };
-    let target = target.as_deref().unwrap_or("unknown");
+    let target = target
+        .as_ref()
+        .map_or(("unknown", "unknown"), |(name, kind)| (name, kind.as_str()));
     match result {
         Ok(issued) => {
             metrics.exchange(
@@ -315,7 +317,7 @@ async fn exchange(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    target: &mut Option<Arc<str>>,
+    target: &mut Option<(Arc<str>, TargetKind)>,
 ) -> Result<Issued, Refusal> {
     let client = state.proxies.client(req.peer_addr(), req.headers());
     if let Some(ip) = client {
@@ -354,8 +356,13 @@ fn success(issued: &Issued) -> HttpResponse {
         .insert_header((header::PRAGMA, "no-cache"))
         .json(Success {
             access_token: issued.access_token.expose(),
-            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
-            token_type: "Bearer",
+            issued_token_type: issued.issued_token_type,
+            // RFC 8693 §2.2.1: a token that is not an access token has no token type.
+            token_type: if issued.issued_token_type == TOKEN_TYPE_ACCESS_TOKEN {
+                "Bearer"
+            } else {
+                "N_A"
+            },
             expires_in: issued.expires_in,
             scope: issued.scope.as_deref(),
         })
@@ -367,6 +374,8 @@ fn log_issued(issued: &Issued, started: Instant) {
         subject = %issued.identity.subject,
         client = issued.client_id.as_deref().unwrap_or("-"),
         target_name = %issued.target,
+        kind = issued.kind.as_str(),
+        service_account = issued.service_account.as_deref().unwrap_or("-"),
         source = issued.source.as_str(),
         expires_in = issued.expires_in,
         token_sha256 = %issued.access_token.fingerprint(),
@@ -457,13 +466,16 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             )))
         }
     }
-    if let Some(t) = f.requested_token_type.as_deref() {
-        if t != TOKEN_TYPE_ACCESS_TOKEN {
+    let wants_jwt = match f.requested_token_type.as_deref() {
+        None => None,
+        Some(TOKEN_TYPE_ACCESS_TOKEN) => Some(false),
+        Some(TOKEN_TYPE_JWT) => Some(true),
+        Some(_) => {
             return Err(ApiError::invalid_request(format!(
-                "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
-            )));
+                "requested_token_type must be {TOKEN_TYPE_ACCESS_TOKEN} (or {TOKEN_TYPE_JWT} for a Firebase target)"
+            )))
         }
-    }
+    };
     let actor_token = match (f.actor_token, f.actor_token_type.as_deref()) {
         (None, None) => None,
         (Some(_), None) => {
@@ -513,6 +525,7 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
             .collect(),
         user_project,
         actor_token,
+        wants_jwt,
         context: RequestContext::default(),
     })
 }

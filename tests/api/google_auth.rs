@@ -8,7 +8,7 @@ use std::process::Command;
 use sts_bridge::devstack::{self, DEV_USER_PROJECT};
 
 /// The venv's Python (`make venv`), or `None` outside CI when it is missing.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let path = std::env::var_os("STS_BRIDGE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));

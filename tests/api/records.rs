@@ -578,6 +578,7 @@ pub fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
         azp: None,
         target: "bigquery".into(),
         google_principal: None,
+        service_account: None,
         scopes: CLOUD_PLATFORM.into(),
         source: Some("sts"),
         outcome: Outcome::Issued,
