@@ -56,23 +56,6 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     assert_eq!(rows[0].client_addr.as_deref(), Some("127.0.0.1"));
 }
 
-/// Runs a behaviour once on SQLite and once on Postgres.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(the_callers_request_id_is_kept_beside_the_servers_own);
 
 async fn the_callers_request_id_is_kept_beside_the_servers_own(backend: Backend) {

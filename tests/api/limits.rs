@@ -167,23 +167,6 @@ async fn an_exchange_past_the_request_timeout_gets_503_instead_of_hanging() {
     );
 }
 
-/// Runs a behaviour once on SQLite and once on Postgres.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(a_statement_stuck_on_a_lock_fails_in_time_with_503);
 
 /// Another session holds the write lock on the records; the app's insert must give up

@@ -1,6 +1,24 @@
 //! Black-box tests: the real application on a random port, the dev issuer as Auth0 and the
 //! Google STS stand-in, all over real HTTP.
 
+/// Runs a behaviour once on SQLite and once on Postgres (defined before the modules so
+/// that every one of them sees it).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 mod actor;
 mod admin;
 mod assertion;

@@ -12,23 +12,6 @@ use sts_bridge::devstack::{MintRequest, CLOUD_PLATFORM};
 use sts_bridge::secret::fingerprint;
 use tokio::task::JoinSet;
 
-/// Runs a behaviour once on SQLite and once on Postgres.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
     hand_outs_fresh_and_cached_are_recorded_with_a_fingerprint,
     refusals_of_validly_signed_tokens_are_recorded_and_garbage_is_not,
