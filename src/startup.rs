@@ -269,6 +269,7 @@ impl Application {
                 settings.google.iam_credentials_url.clone(),
                 metrics.clone(),
                 breaker("iam_credentials"),
+                retry,
             ),
             own: Arc::new(OwnIdentity::new(settings.google.credentials_file.clone())),
         };

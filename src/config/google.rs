@@ -29,7 +29,7 @@ pub struct GoogleSettings {
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
     /// Calls made for one exchange when Google answers 429 or 5xx, or the connection
-    /// fails or times out (1: no retry).
+    /// fails or times out (1: no retry); the same for each IAM Credentials call.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Total time for one exchange, retries and their waits included, in milliseconds.

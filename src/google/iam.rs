@@ -1,7 +1,7 @@
 //! IAM Credentials client: `generateAccessToken` (service-account impersonation) and
 //! `signJwt` (a JWT signed by a service account's Google-held key).
 
-use super::sts::{describe_transport, read_bounded};
+use super::sts::{describe_transport, read_bounded, retry_after_of, RetryPolicy};
 use super::{GoogleError, StsToken};
 use crate::breaker::Breaker;
 use crate::metrics::{transport_error, Metrics};
@@ -20,6 +20,8 @@ pub struct IamCredentialsClient {
     base_url: String,
     metrics: Arc<Metrics>,
     breaker: Arc<Breaker>,
+    retry: RetryPolicy,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// An access token of a service account.
@@ -63,18 +65,22 @@ struct ErrorBody {
 
 impl IamCredentialsClient {
     /// A client for the API at `base_url` (`https://iamcredentials.googleapis.com`), called
-    /// only while `breaker` lets it.
+    /// only while `breaker` lets it, retrying Google's 429, 5xx and silences as `retry`
+    /// says (the same policy as the STS calls, with its own bound on calls in flight).
     pub fn new(
         http: reqwest::Client,
         base_url: String,
         metrics: Arc<Metrics>,
         breaker: Arc<Breaker>,
+        retry: RetryPolicy,
     ) -> Self {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             metrics,
             breaker,
+            slots: Arc::new(tokio::sync::Semaphore::new(retry.max_concurrent)),
+            retry,
         }
     }
 
@@ -135,6 +141,8 @@ impl IamCredentialsClient {
         })
     }
 
+    /// One call, tried again after Google's failures (429, 5xx, no answer) with backoff or
+    /// Google's `Retry-After`, while attempts and the deadline allow; refusals are final.
     async fn call(
         &self,
         bearer: &Token,
@@ -147,16 +155,56 @@ impl IamCredentialsClient {
             self.base_url,
             percent_encoding::utf8_percent_encode(service_account, PATH_SEGMENT)
         );
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = self.retry.deadline.saturating_sub(started.elapsed());
+            let outcome = tokio::time::timeout(left, self.attempt(&url, bearer, body))
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        GoogleError::IamUnavailable(
+                            "timed out (no answer within the exchange deadline)".into(),
+                        ),
+                        None,
+                    ))
+                });
+            let (error, retry_after) = match outcome {
+                Ok(reply) => return Ok(reply),
+                Err((e @ GoogleError::IamUnavailable(_), retry_after)) => (e, retry_after),
+                Err((e, _)) => return Err(e),
+            };
+            let wait = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+            if attempt >= self.retry.max_attempts || started.elapsed() + wait >= self.retry.deadline
+            {
+                return Err(error);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt once the breaker lets it through and a slot is free; only a failure of
+    /// Google's (429, 5xx, no answer) counts against the breaker: a refusal is an answer.
+    async fn attempt(
+        &self,
+        url: &str,
+        bearer: &Token,
+        body: &serde_json::Value,
+    ) -> Result<Vec<u8>, (GoogleError, Option<Duration>)> {
         let mut admission = self
             .breaker
             .admit()
-            .map_err(|open| GoogleError::IamCircuitOpen(open.retry_after))?;
+            .map_err(|open| (GoogleError::IamCircuitOpen(open.retry_after), None))?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| (GoogleError::IamUnavailable("shutting down".into()), None))?;
         admission.sent();
         let outcome = self.send(url, bearer, body).await;
-        // Only a failure of Google's (429, 5xx, no answer) counts against the breaker: a
-        // refusal is an answer.
         match &outcome {
-            Err(GoogleError::IamUnavailable(_)) => admission.failed(),
+            Err((GoogleError::IamUnavailable(_), _)) => admission.failed(),
             _ => admission.succeeded(),
         }
         outcome
@@ -164,14 +212,14 @@ impl IamCredentialsClient {
 
     async fn send(
         &self,
-        url: String,
+        url: &str,
         bearer: &Token,
         body: &serde_json::Value,
-    ) -> Result<Vec<u8>, GoogleError> {
+    ) -> Result<Vec<u8>, (GoogleError, Option<Duration>)> {
         let started = Instant::now();
         let sent = self
             .http
-            .post(&url)
+            .post(url)
             .bearer_auth(bearer.expose())
             .json(body)
             .send()
@@ -182,11 +230,13 @@ impl IamCredentialsClient {
         };
         self.metrics
             .upstream("iam_credentials", &code, started.elapsed());
-        let response = sent.map_err(|e| GoogleError::IamUnavailable(describe_transport(&e)))?;
+        let response =
+            sent.map_err(|e| (GoogleError::IamUnavailable(describe_transport(&e)), None))?;
         let status = response.status();
+        let retry_after = retry_after_of(&response);
         let body = read_bounded(response).await.map_err(|e| match e {
-            GoogleError::Unavailable(why) => GoogleError::IamUnavailable(why),
-            other => other,
+            GoogleError::Unavailable(why) => (GoogleError::IamUnavailable(why), None),
+            other => (other, None),
         })?;
         if status.is_success() {
             return Ok(body);
@@ -200,7 +250,7 @@ impl IamCredentialsClient {
         } else {
             reason
         };
-        Err(refusal(status.as_u16(), reason, message))
+        Err((refusal(status.as_u16(), reason, message), retry_after))
     }
 }
 

@@ -68,7 +68,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1`: random in [0, base·2^(attempt-1)].
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(super) fn backoff(&self, attempt: u32) -> Duration {
         let ceiling =
             self.base_backoff.as_millis() as u64 * (1 << attempt.min(10).saturating_sub(1));
         Duration::from_millis(fastrand::u64(0..=ceiling))
@@ -193,12 +193,7 @@ impl StsClient {
             AttemptError::Retriable(GoogleError::Unavailable(describe_transport(&e)), None)
         })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after_of(&response);
         let body = read_bounded(response).await.map_err(|e| match e {
             GoogleError::Unavailable(_) => AttemptError::Retriable(e, None),
             other => AttemptError::Final(other),
@@ -245,6 +240,16 @@ fn parse_success(body: &[u8]) -> Result<StsToken, GoogleError> {
         access_token: Token::new(ok.access_token),
         expires_in: Duration::from_secs(secs as u64),
     })
+}
+
+/// Google's `Retry-After` in seconds, when it sent one.
+pub(super) fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 pub(super) async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, GoogleError> {

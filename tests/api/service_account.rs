@@ -141,7 +141,12 @@ async fn an_unknown_service_account_is_refused_with_invalid_target_and_googles_r
 
 #[tokio::test]
 async fn resource_exhausted_is_temporarily_unavailable_with_retry_after() {
-    let app = spawn_app_with(impersonating).await;
+    // One attempt: what the caller sees once the retries are spent.
+    let app = spawn_app_with(|s| {
+        impersonating(s);
+        s.google.max_attempts = 1;
+    })
+    .await;
     app.google.grant_token_creator(SA, "auth0|alice");
     app.google.fail_iam_next(
         429,
@@ -159,6 +164,32 @@ async fn resource_exhausted_is_temporarily_unavailable_with_retry_after() {
     // Not a refusal: the next request tries again and gets the token.
     let response = app.exchange(&app.token_for("auth0|alice")).await;
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn googles_passing_failures_are_retried_and_the_caller_gets_the_token() {
+    let app = spawn_app_with(impersonating).await;
+    app.google.grant_token_creator(SA, "auth0|alice");
+    app.google.fail_iam_next(
+        503,
+        google_error_body(503, "The service is currently unavailable."),
+    );
+    app.google.fail_iam_next(
+        429,
+        google_error_body(
+            429,
+            "Quota exceeded for quota metric 'Generate credentials'.",
+        ),
+    );
+
+    let (status, body) = status_json(app.exchange(&app.token_for("auth0|alice")).await).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.google.iam_calls().len(),
+        3,
+        "two failures, then the token"
+    );
 }
 
 #[tokio::test]
@@ -234,6 +265,7 @@ async fn the_federated_token_may_call_iam_and_the_service_account_token_has_the_
 async fn iam_credentials_failing_repeatedly_opens_its_own_breaker_and_sts_stays_closed() {
     let app = spawn_app_with(|s| {
         impersonating(s);
+        s.google.max_attempts = 1;
         s.google.breaker.failure_threshold = 2;
         s.google.breaker.cool_down_secs = 1;
     })
