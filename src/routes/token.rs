@@ -41,23 +41,9 @@ struct Fields {
     options: Option<String>,
     actor_token: Option<String>,
     actor_token_type: Option<String>,
-    /// One bit per parameter of `PARAMETERS` already given.
+    /// One bit per parameter already given (the bits `slot` assigns).
     seen: u16,
 }
-
-/// Every parameter the exchange reads, by its snake_case name.
-const PARAMETERS: [&str; 10] = [
-    "grant_type",
-    "subject_token",
-    "subject_token_type",
-    "audience",
-    "resource",
-    "scope",
-    "requested_token_type",
-    "options",
-    "actor_token",
-    "actor_token_type",
-];
 
 /// The snake_case name of a wire parameter (JSON may use Google's camelCase).
 fn canonical(name: &str) -> Option<&'static str> {
@@ -77,18 +63,19 @@ fn canonical(name: &str) -> Option<&'static str> {
 }
 
 impl Fields {
-    fn slot(&mut self, name: &'static str) -> &mut Option<String> {
+    /// The field a canonical parameter name fills, and the bit that marks it given.
+    fn slot(&mut self, name: &'static str) -> (u16, &mut Option<String>) {
         match name {
-            "grant_type" => &mut self.grant_type,
-            "subject_token" => &mut self.subject_token,
-            "subject_token_type" => &mut self.subject_token_type,
-            "audience" => &mut self.audience,
-            "resource" => &mut self.resource,
-            "scope" => &mut self.scope,
-            "requested_token_type" => &mut self.requested_token_type,
-            "options" => &mut self.options,
-            "actor_token" => &mut self.actor_token,
-            _ => &mut self.actor_token_type,
+            "grant_type" => (1 << 0, &mut self.grant_type),
+            "subject_token" => (1 << 1, &mut self.subject_token),
+            "subject_token_type" => (1 << 2, &mut self.subject_token_type),
+            "audience" => (1 << 3, &mut self.audience),
+            "resource" => (1 << 4, &mut self.resource),
+            "scope" => (1 << 5, &mut self.scope),
+            "requested_token_type" => (1 << 6, &mut self.requested_token_type),
+            "options" => (1 << 7, &mut self.options),
+            "actor_token" => (1 << 8, &mut self.actor_token),
+            _ => (1 << 9, &mut self.actor_token_type),
         }
     }
 
@@ -98,7 +85,7 @@ impl Fields {
         let Some(name) = canonical(name) else {
             return Ok(());
         };
-        let bit = 1 << PARAMETERS.iter().position(|p| *p == name).unwrap_or(0);
+        let (bit, _) = self.slot(name);
         if self.seen & bit != 0 {
             return Err(ApiError::invalid_request(format!(
                 "parameter {name} is given more than once"
@@ -120,7 +107,7 @@ impl Fields {
         }
         // Clients drop empty fields; an empty one counts as absent.
         if !value.is_empty() {
-            *self.slot(name) = Some(value);
+            *self.slot(name).1 = Some(value);
         }
         Ok(())
     }
@@ -213,10 +200,8 @@ struct Refusal {
 impl From<ApiError> for Refusal {
     fn from(error: ApiError) -> Self {
         Self {
-            reason: error.to_string(),
-            error,
             malformed: true,
-            rate_limited: false,
+            ..Refusal::plain(error, false)
         }
     }
 }
@@ -233,12 +218,7 @@ fn timed_out(state: &AppState) -> Refusal {
         state.retry_after_secs,
     )
     .closing();
-    Refusal {
-        reason: error.to_string(),
-        error,
-        malformed: false,
-        rate_limited: false,
-    }
+    Refusal::plain(error, false)
 }
 
 /// Takes one exchange of the client address's allowance.
@@ -257,15 +237,20 @@ async fn check_address_limit(state: &AppState, client: Option<IpAddr>) -> Result
         secs,
     )
     .closing();
-    Err(Refusal {
-        reason: error.to_string(),
-        error,
-        malformed: false,
-        rate_limited: true,
-    })
+    Err(Refusal::plain(error, true))
 }
 
 impl Refusal {
+    /// A refusal that is not a malformed request (those are logged at a bounded rate).
+    fn plain(error: ApiError, rate_limited: bool) -> Self {
+        Self {
+            reason: error.to_string(),
+            error,
+            malformed: false,
+            rate_limited,
+        }
+    }
+
     fn from_broker(e: &BrokerError, state: &AppState) -> Self {
         let malformed = matches!(
             e,
@@ -709,6 +694,18 @@ mod tests {
 
     #[test]
     fn every_parameter_is_refused_when_repeated_and_others_are_not() {
+        const PARAMETERS: [&str; 10] = [
+            "grant_type",
+            "subject_token",
+            "subject_token_type",
+            "audience",
+            "resource",
+            "scope",
+            "requested_token_type",
+            "options",
+            "actor_token",
+            "actor_token_type",
+        ];
         for name in PARAMETERS {
             let mut fields = Fields::default();
             fields.set(name, "a".into()).unwrap();
