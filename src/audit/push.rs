@@ -66,6 +66,7 @@ impl Listener {
     async fn run(self, pool: PgPool, first_retry: Duration) {
         let mut delay = first_retry;
         let mut connected_before = false;
+        // Whether the down state has had its log line.
         let mut failing = false;
         loop {
             match listen(&pool).await {
@@ -79,7 +80,6 @@ impl Listener {
                         "revocation listener connected; revocations from other replicas apply at once"
                     );
                     connected_before = true;
-                    failing = false;
                     delay = first_retry;
                     // Anything announced while nobody listened is only in the table.
                     self.refresh().await;
@@ -91,6 +91,8 @@ impl Listener {
                         "revocation listener lost its connection; other replicas' revocations wait for the poll until it is back"
                     );
                     drop(listener);
+                    // Failed attempts to come back are the same state: no line of their own.
+                    failing = true;
                 }
                 Err(e) if !failing => {
                     failing = true;
