@@ -47,6 +47,9 @@ pub struct Metrics {
     request_timeouts: IntCounter,
     audit_writer_restarts: IntCounter,
     audit_writer_up: IntGauge,
+    revocation_notifications: IntCounter,
+    revocation_listener_up: IntGauge,
+    revocation_listener_reconnects: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -180,6 +183,9 @@ impl Metrics {
             request_timeouts: plain_counter(&r, "sts_bridge_request_timeouts_total", "Exchanges answered 503 because they did not complete within http.request_timeout_ms."),
             audit_writer_restarts: plain_counter(&r, "sts_bridge_audit_writer_restarts_total", "Times the issuance writer died and was started again."),
             audit_writer_up: gauge(&r, "sts_bridge_audit_writer_up", "1 while the issuance writer runs, 0 while it waits for its restart."),
+            revocation_notifications: plain_counter(&r, "sts_bridge_revocation_notifications_total", "Revocation changes announced by replicas (Postgres LISTEN/NOTIFY) and heard by this one."),
+            revocation_listener_up: gauge(&r, "sts_bridge_revocation_listener_up", "1 while this replica listens for revocation changes, 0 while it reconnects (and always with SQLite or audit.revocation_push off)."),
+            revocation_listener_reconnects: plain_counter(&r, "sts_bridge_revocation_listener_reconnects_total", "Times the revocation listener connected again after losing its connection."),
             registry: r,
         }
     }
@@ -307,6 +313,21 @@ impl Metrics {
     /// The issuance writer was started again after it died.
     pub fn audit_writer_restarted(&self) {
         self.audit_writer_restarts.inc();
+    }
+
+    /// A revocation change was announced.
+    pub fn revocation_notified(&self) {
+        self.revocation_notifications.inc();
+    }
+
+    /// The revocation listener listens (`true`) or lost its connection (`false`).
+    pub fn revocation_listener_up(&self, up: bool) {
+        self.revocation_listener_up.set(i64::from(up));
+    }
+
+    /// The revocation listener connected again after losing its connection.
+    pub fn revocation_listener_reconnected(&self) {
+        self.revocation_listener_reconnects.inc();
     }
 
     /// The Prometheus text exposition, after setting the gauges read at scrape time.

@@ -2,14 +2,16 @@
 //! token, written durably through a group-commit writer; revocations; retention.
 
 mod nodelay;
+mod push;
 mod revocations;
 mod store;
 mod writer;
 
+pub use push::{spawn_listener, OnRevoked, LISTENER_APPLICATION_NAME};
 pub use revocations::{Revocation, Revocations, ANY_ISSUER};
 pub use store::{
     AdminAction, IssuanceQuery, PurgeLock, Store, StoredAdminAction, StoredIssuance, MAX_BATCH,
-    PURGE_LOCK_KEY,
+    PURGE_LOCK_KEY, REVOCATIONS_CHANNEL,
 };
 pub use writer::{AuditWriter, WriterLimits, WriterStats};
 

@@ -48,6 +48,18 @@ pub const PURGE_LOCK_KEY: i64 = 0x7374_735f_7075_7267;
 const PURGE_SQL: &str = "DELETE FROM issuances WHERE id IN \
      (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
 
+/// The Postgres channel a committed revocation or lift is announced on.
+pub const REVOCATIONS_CHANNEL: &str = "sts_bridge_revocations";
+
+/// What a revocation change announces: a SHA-256 of the issuer and subject, never the
+/// subject itself. Listeners re-read the table; the hash only lets a change be told apart
+/// in a trace.
+fn change_payload(issuer: &str, subject: &str) -> String {
+    let mut hash = crate::secret::fingerprint(format!("{issuer}\0{subject}").as_bytes());
+    hash.truncate(16);
+    hash
+}
+
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
 pub enum Store {
@@ -283,6 +295,14 @@ impl Store {
         }
     }
 
+    /// The Postgres pool; `None` for the SQLite file.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match self {
+            Store::Postgres(pool) => Some(pool),
+            Store::Sqlite(_) => None,
+        }
+    }
+
     /// Engine name, for logs.
     pub fn engine(&self) -> &'static str {
         match self {
@@ -363,12 +383,31 @@ impl Store {
         })
     }
 
-    /// Creates or replaces the revocation of `r.subject` of `r.issuer`.
+    /// Creates or replaces the revocation of `r.subject` of `r.issuer`. On Postgres the
+    /// same statement notifies [`REVOCATIONS_CHANNEL`], so the other replicas hear of it
+    /// when, and only if, it commits.
     pub async fn upsert_revocation(&self, r: &Revocation) -> Result<(), AuditError> {
         const SQL: &str = "INSERT INTO revocations (issuer, subject, revoked_until, reason, created_at, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (issuer, subject) DO UPDATE SET revoked_until = excluded.revoked_until, \
              reason = excluded.reason, created_at = excluded.created_at, created_by = excluded.created_by";
+        if let Store::Postgres(pool) = self {
+            let sql = format!(
+                "WITH changed AS ({SQL} RETURNING 1) \
+                 SELECT pg_notify('{REVOCATIONS_CHANNEL}', $7) FROM changed"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&r.issuer)
+                .bind(&r.subject)
+                .bind(r.until)
+                .bind(&r.reason)
+                .bind(r.created_at)
+                .bind(&r.created_by)
+                .bind(change_payload(&r.issuer, &r.subject))
+                .execute(pool)
+                .await?;
+            return Ok(());
+        }
         per_engine!(self, |pool, time, _read| sqlx::query(SQL)
             .bind(&r.issuer)
             .bind(&r.subject)
@@ -383,8 +422,22 @@ impl Store {
     }
 
     /// Lifts the revocation of `subject` of `issuer`; false when there was none.
+    /// On Postgres the same statement notifies [`REVOCATIONS_CHANNEL`] when a row went.
     pub async fn delete_revocation(&self, issuer: &str, subject: &str) -> Result<bool, AuditError> {
         const SQL: &str = "DELETE FROM revocations WHERE issuer = $1 AND subject = $2";
+        if let Store::Postgres(pool) = self {
+            let sql = format!(
+                "WITH gone AS ({SQL} RETURNING 1) \
+                 SELECT pg_notify('{REVOCATIONS_CHANNEL}', $3) FROM gone"
+            );
+            let notified = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(issuer)
+                .bind(subject)
+                .bind(change_payload(issuer, subject))
+                .fetch_all(pool)
+                .await?;
+            return Ok(!notified.is_empty());
+        }
         let affected = per_engine!(self, |pool, _time, _read| sqlx::query(SQL)
             .bind(issuer)
             .bind(subject)

@@ -483,6 +483,18 @@ mod tests {
     }
 
     #[test]
+    fn revocation_push_retry_out_of_range_names_its_key() {
+        for ms in [0, 30_001] {
+            let mut s = valid();
+            s.audit.revocation_push_retry_ms = ms;
+            assert_eq!(problem_key(&s), "audit.revocation_push_retry_ms");
+        }
+        let mut s = valid();
+        s.audit.revocation_push_retry_ms = 10;
+        s.validate().unwrap();
+    }
+
+    #[test]
     fn a_complete_configuration_is_accepted() {
         valid().validate().unwrap();
     }

@@ -160,9 +160,14 @@ impl Settings {
         let _ = writeln!(out, "issuance store:     {store}");
         let _ = writeln!(
             out,
-            "  retention {} days, revocations reloaded every {} s, statements time out after {} ms, a dead record writer restarted after {} ms (doubling up to 30 s)",
+            "  retention {} days, revocations reloaded every {} s{}, statements time out after {} ms, a dead record writer restarted after {} ms (doubling up to 30 s)",
             self.audit.retention_days,
             self.audit.revocation_poll_secs,
+            match (&self.audit.database_url, self.audit.revocation_push) {
+                (Some(_), true) => " and pushed between replicas (LISTEN/NOTIFY)",
+                (Some(_), false) => " (not pushed between replicas)",
+                (None, _) => "",
+            },
             self.audit.statement_timeout_ms,
             self.audit.writer_restart_backoff_ms
         );

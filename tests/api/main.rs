@@ -40,6 +40,7 @@ mod proxy;
 mod records;
 mod reload;
 mod revocation;
+mod revocation_push;
 mod self_healing;
 mod service_account;
 mod shutdown;
