@@ -32,6 +32,7 @@ mod forwardable;
 mod google_auth;
 mod helpers;
 mod impersonate;
+mod introspect;
 mod keys;
 mod limits;
 mod metrics;
