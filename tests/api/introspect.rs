@@ -15,7 +15,7 @@ on_both_backends!(
 );
 
 /// The scopes gcloud asks for on every exchange.
-pub(crate) const GCLOUD_SCOPES: &str = "openid https://www.googleapis.com/auth/userinfo.email \
+const GCLOUD_SCOPES: &str = "openid https://www.googleapis.com/auth/userinfo.email \
     https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/appengine.admin \
     https://www.googleapis.com/auth/sqlservice.login https://www.googleapis.com/auth/compute";
 

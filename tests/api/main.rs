@@ -24,6 +24,7 @@ mod admin;
 mod assertion;
 mod cache;
 mod callers;
+mod data_tools;
 mod db;
 mod edges;
 mod exchange;
