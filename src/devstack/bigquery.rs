@@ -41,6 +41,8 @@ struct Job {
     project: String,
     query: String,
     session_user: String,
+    /// Milliseconds since the epoch, as BigQuery writes job times.
+    created_ms: i128,
 }
 
 struct State {
@@ -220,6 +222,7 @@ fn start_job(
             project: project.to_owned(),
             query: query.to_owned(),
             session_user,
+            created_ms: time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000,
         },
     );
     Ok(job_id)
@@ -248,7 +251,13 @@ fn job_resource(job_id: &str, job: &Job) -> Value {
         "jobReference": job_reference(&job.project, job_id),
         "configuration": { "jobType": "QUERY", "query": { "query": job.query, "useLegacySql": false } },
         "status": { "state": "DONE" },
-        "statistics": { "query": { "totalBytesProcessed": "0", "cacheHit": false } },
+        "statistics": {
+            "creationTime": job.created_ms.to_string(),
+            "startTime": job.created_ms.to_string(),
+            "endTime": job.created_ms.to_string(),
+            "totalBytesProcessed": "0",
+            "query": { "totalBytesProcessed": "0", "cacheHit": false, "statementType": "SELECT" },
+        },
         "user_email": job.session_user,
     })
 }

@@ -194,8 +194,29 @@ fn stdout_of(output: &Output, what: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// `bq query` with gcloud's credentials in `config`, against the BigQuery stand-in. `--api`
+/// alone would make bq fetch the discovery document from the stand-in; the SDK ships it.
+fn bq_query(bq: &Path, config: &Path, endpoint: &str) -> Output {
+    let sdk = bq
+        .canonicalize()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.to_owned()))
+        .expect("the Cloud SDK's directory");
+    let discovery = sdk.join("platform/bq/discovery_next/bigquery.json");
+    run_quietly(
+        Command::new(bq)
+            .env("CLOUDSDK_CONFIG", config)
+            .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+            .arg(format!("--api={endpoint}"))
+            .arg(format!("--discovery_file={}", discovery.display()))
+            .arg(format!("--project_id={QUERY_PROJECT}"))
+            .arg("--format=json")
+            .args(["query", "--nouse_legacy_sql", "SELECT SESSION_USER()"]),
+    )
+}
+
 #[tokio::test]
-async fn gcloud_logs_in_with_the_credential_file_and_prints_the_persons_token() {
+async fn gcloud_logs_in_with_the_credential_file_and_gcloud_and_bq_use_the_persons_token() {
     let Some(program) = cloud_sdk_program("gcloud") else {
         return;
     };
@@ -204,11 +225,18 @@ async fn gcloud_logs_in_with_the_credential_file_and_prints_the_persons_token() 
     let file = credential_file(&app, dir.path(), None);
     let config = dir.path().join("gcloud");
 
-    let (login, token) = tokio::task::spawn_blocking(move || {
+    let bigquery = BigQueryStandIn::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        app.google.clone(),
+    )
+    .unwrap();
+    let endpoint = bigquery.endpoint();
+    let (login, token, bq) = tokio::task::spawn_blocking(move || {
         let file = format!("--cred-file={}", file.display());
         let login = gcloud(&program, &config, &["auth", "login", &file]);
         let token = gcloud(&program, &config, &["auth", "print-access-token"]);
-        (login, token)
+        let bq = cloud_sdk_program("bq").map(|bq| bq_query(&bq, &config, &endpoint));
+        (login, token, bq)
     })
     .await
     .unwrap();
@@ -232,6 +260,18 @@ async fn gcloud_logs_in_with_the_credential_file_and_prints_the_persons_token() 
     assert!(handed_out_to(&app, "auth0|alice")
         .await
         .contains(&fingerprint(token.as_bytes())));
+
+    if let Some(bq) = bq {
+        let rows: Value = serde_json::from_str(&stdout_of(&bq, "bq query")).unwrap();
+        assert_eq!(rows, json!([{ "f0_": "auth0|alice" }]));
+        let handed_out = handed_out_to(&app, "auth0|alice").await;
+        let calls = bigquery.calls();
+        assert!(!calls.is_empty());
+        for call in calls {
+            assert_eq!(call.subject.as_deref(), Some("auth0|alice"), "{call:?}");
+            assert!(handed_out.contains(call.token_sha256.as_ref().unwrap()));
+        }
+    }
 
     // gcloud sent its public client and its own scope list; the exchange was narrowed.
     let records = app.records().await;
