@@ -111,34 +111,54 @@ impl BigQueryStandIn {
     }
 }
 
-/// BigQuery's error body: Google's JSON error with the legacy `errors` list.
-fn bigquery_error(code: u16, reason: &str, message: &str) -> HttpResponse {
-    let status = match code {
-        400 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        404 => "NOT_FOUND",
-        _ => "INTERNAL",
-    };
-    let mut response = HttpResponse::build(StatusCode::from_u16(code).expect("status"));
-    if code == 401 {
-        response.insert_header((
-            header::WWW_AUTHENTICATE,
-            r#"Bearer realm="https://accounts.google.com/", error="invalid_token""#,
-        ));
+/// A refusal, answered in BigQuery's error shape.
+#[derive(Debug)]
+struct BqError {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+fn bigquery_error(code: u16, reason: &'static str, message: &str) -> BqError {
+    BqError {
+        code,
+        reason,
+        message: message.to_owned(),
     }
-    response.json(json!({
-        "error": {
-            "code": code,
-            "message": message,
-            "errors": [{ "message": message, "domain": "global", "reason": reason }],
-            "status": status,
+}
+
+impl BqError {
+    /// Google's JSON error with BigQuery's legacy `errors` list.
+    fn response(&self) -> HttpResponse {
+        let status = match self.code {
+            400 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            404 => "NOT_FOUND",
+            _ => "INTERNAL",
+        };
+        let mut response = HttpResponse::build(
+            StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
+        if self.code == 401 {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                r#"Bearer realm="https://accounts.google.com/", error="invalid_token""#,
+            ));
         }
-    }))
+        response.json(json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "errors": [{ "message": self.message, "domain": "global", "reason": self.reason }],
+                "status": status,
+            }
+        }))
+    }
 }
 
 /// Records the call; the person its bearer token was issued for, or the 401 BigQuery
 /// answers a missing, unknown or expired token with.
-fn authenticate(req: &HttpRequest, state: &State) -> Result<String, HttpResponse> {
+fn authenticate(req: &HttpRequest, state: &State) -> Result<String, BqError> {
     let header_value = |name: header::HeaderName| {
         req.headers()
             .get(name)
@@ -172,7 +192,7 @@ fn authenticate(req: &HttpRequest, state: &State) -> Result<String, HttpResponse
 }
 
 /// The one-row result of the queries the stand-in knows, or BigQuery's refusal.
-fn run(query: &str, session_user: &str) -> Result<(Value, Value), HttpResponse> {
+fn run(query: &str, session_user: &str) -> Result<(Value, Value), BqError> {
     let normalized = query
         .trim()
         .trim_end_matches(';')
@@ -206,7 +226,7 @@ fn start_job(
     project: &str,
     query: &str,
     session_user: String,
-) -> Result<String, HttpResponse> {
+) -> Result<String, BqError> {
     if query.len() > MAX_QUERY_BYTES {
         return Err(bigquery_error(400, "invalid", "the query is too long"));
     }
@@ -229,7 +249,7 @@ fn start_job(
 }
 
 /// A finished job's results, as `jobs.query` and `jobs.getQueryResults` answer.
-fn query_response(job_id: &str, job: &Job) -> Result<Value, HttpResponse> {
+fn query_response(job_id: &str, job: &Job) -> Result<Value, BqError> {
     let (schema, rows) = run(&job.query, &job.session_user)?;
     Ok(json!({
         "kind": "bigquery#getQueryResultsResponse",
@@ -262,7 +282,7 @@ fn job_resource(job_id: &str, job: &Job) -> Value {
     })
 }
 
-fn find_job(state: &State, project: &str, job_id: &str) -> Result<Job, HttpResponse> {
+fn find_job(state: &State, project: &str, job_id: &str) -> Result<Job, BqError> {
     state
         .jobs
         .lock()
@@ -279,8 +299,8 @@ fn find_job(state: &State, project: &str, job_id: &str) -> Result<Job, HttpRespo
         })
 }
 
-fn answer(result: Result<Value, HttpResponse>) -> HttpResponse {
-    result.map_or_else(|e| e, |body| HttpResponse::Ok().json(body))
+fn answer(result: Result<Value, BqError>) -> HttpResponse {
+    result.map_or_else(|e| e.response(), |body| HttpResponse::Ok().json(body))
 }
 
 /// `jobs.query`: `POST …/projects/P/queries` with `{"query": …}`.
@@ -348,7 +368,7 @@ async fn get_query_results(
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    bigquery_error(
+    let error = bigquery_error(
         404,
         "notFound",
         &format!(
@@ -356,5 +376,6 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
             req.method(),
             req.path()
         ),
-    )
+    );
+    error.response()
 }
