@@ -417,6 +417,32 @@ mod tests {
     }
 
     #[test]
+    fn the_cloud_sdk_is_a_public_client_by_default_and_an_id_is_public_or_confidential() {
+        let from_file: Settings = toml::from_str("").unwrap();
+        assert_eq!(
+            from_file.public_clients,
+            vec![PublicClientSettings::cloud_sdk()]
+        );
+        let none: Settings = toml::from_str("public_clients = []").unwrap();
+        assert!(none.public_clients.is_empty());
+
+        let mut s = valid();
+        s.clients = vec![ClientSettings {
+            id: CLOUD_SDK_CLIENT_ID.into(),
+            secret_sha256: "a".repeat(64),
+            azp: Vec::new(),
+            targets: Vec::new(),
+        }];
+        assert_eq!(problem_key(&s), "public_clients[0].id");
+        s.clients.clear();
+        s.public_clients.push(PublicClientSettings {
+            id: "a:b".into(),
+            secret: String::new(),
+        });
+        assert_eq!(problem_key(&s), "public_clients[1].id");
+    }
+
+    #[test]
     fn firebase_reserved_claim_names_are_refused_naming_the_claim() {
         for reserved in FIREBASE_RESERVED_CLAIMS {
             let mut s = valid();
