@@ -299,3 +299,23 @@ async fn introspection_refuses_malformed_requests() {
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "POST");
 }
+
+#[tokio::test]
+async fn introspection_spends_the_same_per_address_allowance_as_exchanges() {
+    let app = spawn_app_with(|s| {
+        s.limits.per_client_address = sts_bridge::config::RateSettings {
+            per_minute: 1,
+            burst: 2,
+        }
+    })
+    .await;
+    assert_eq!(
+        app.exchange(&app.token_for("auth0|alice")).await.status(),
+        200
+    );
+    let (status, _) = status_json(introspect(&app, None, "ya29.x").await).await;
+    assert_eq!(status, 200);
+    let response = introspect(&app, None, "ya29.x").await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, 429, "slow_down").await;
+}
