@@ -319,7 +319,8 @@ async fn exchange(
     let body = body::read(req, payload, &rules).await?;
     let fields = parse_fields(req, &body)?;
     let client = authenticate_client(req, &state.clients, &state.public_clients)?;
-    if let Some(id) = client.id() {
+    // A public client proves nothing: the span names the client the record names.
+    if let Some(id) = client.confidential() {
         tracing::Span::current().record("client", id);
     }
     if state.require_client_auth && client.confidential().is_none() {
