@@ -77,6 +77,7 @@ pub async fn introspect(
         None => None,
     };
     let answer = issued.and_then(|record| active(&state, record));
+    state.broker.metrics().introspection(answer.is_some());
     tracing::info!(
         active = answer.is_some(),
         client = client.id().unwrap_or("-"),

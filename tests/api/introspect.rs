@@ -199,6 +199,15 @@ async fn a_handed_out_credential_is_introspected_as_active_with_its_principal(ba
     // Without client authentication, as RFC 7662 callers with no client may send it.
     let (status, info) = status_json(introspect(&app, None, token).await).await;
     assert_eq!((status, &info["active"]), (200, &json!(true)));
+    let (_, info) = status_json(introspect(&app, None, "ya29.unknown").await).await;
+    assert_eq!(info, json!({ "active": false }));
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("sts_bridge_introspections_total{active=\"true\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sts_bridge_introspections_total{active=\"false\"} 1"));
 }
 
 async fn introspection_answers_inactive_for_unknown_expired_and_revoked_credentials(
