@@ -593,6 +593,7 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
         client_addr: Some("127.0.0.1".into()),
         user_agent: Some("python-requests/2.32.3".into()),
         api_client: Some("gl-python/3.11.2 auth/2.62.0 google-byoid-sdk".into()),
+        claimed_client: None,
     };
     const ROWS: usize = 200_000;
     const PRODUCERS: usize = 2_000;

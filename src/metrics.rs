@@ -43,6 +43,7 @@ pub struct Metrics {
     audit_flush_seconds: Histogram,
     audit_rows: IntCounterVec,
     rate_limited: IntCounterVec,
+    introspections: IntCounterVec,
     refusal_records_dropped: IntCounter,
     request_timeouts: IntCounter,
     audit_writer_restarts: IntCounter,
@@ -179,6 +180,7 @@ impl Metrics {
             audit_flush_seconds: plain_histogram(&r, "sts_bridge_audit_flush_duration_seconds", "Time to write one batch of issuance records.", LATENCY_BUCKETS),
             audit_rows: counter(&r, "sts_bridge_audit_rows_total", "Issuance rows written or failed.", &["result"]),
             rate_limited: counter(&r, "sts_bridge_rate_limited_total", "Exchanges refused with 429 by a rate limit, by scope (subject or client_address).", &["scope"]),
+            introspections: counter(&r, "sts_bridge_introspections_total", "Token introspections answered, by whether the token was active.", &["active"]),
             refusal_records_dropped: plain_counter(&r, "sts_bridge_refusal_records_dropped_total", "Refusals answered but not written to the records because their subject was over the refusal-record rate."),
             request_timeouts: plain_counter(&r, "sts_bridge_request_timeouts_total", "Exchanges answered 503 because they did not complete within http.request_timeout_ms."),
             audit_writer_restarts: plain_counter(&r, "sts_bridge_audit_writer_restarts_total", "Times the issuance writer died and was started again."),
@@ -210,6 +212,13 @@ impl Metrics {
     /// An exchange refused by the rate limit of `scope` (`subject`, `client_address`).
     pub fn rate_limited(&self, scope: &str) {
         self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// One introspection answered.
+    pub fn introspection(&self, active: bool) {
+        self.introspections
+            .with_label_values(&[if active { "true" } else { "false" }])
+            .inc();
     }
 
     /// A refusal left out of the records by the refusal-record rate.

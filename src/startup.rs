@@ -311,6 +311,7 @@ impl Application {
         let state = web::Data::new(AppState {
             broker: broker.clone(),
             clients: settings.clients.clone(),
+            public_clients: settings.public_clients.clone(),
             require_client_auth: settings.require_client_auth,
             retry_after_secs: settings.google.retry_after_secs,
             admin: settings.admin.clone(),

@@ -80,6 +80,9 @@ pub struct IssuanceRecord {
     pub user_agent: Option<String>,
     /// Caller's `x-goog-api-client` (which Google library and version).
     pub api_client: Option<String>,
+    /// A public client the caller named itself as (HTTP Basic with a published secret):
+    /// claimed, not proven.
+    pub claimed_client: Option<String>,
 }
 
 /// Why a record could not be written; the credential must then not be handed out.

@@ -21,7 +21,7 @@ const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
-    client_addr, user_agent, api_client, azp, server_request_id, service_account";
+    client_addr, user_agent, api_client, azp, server_request_id, service_account, claimed_client";
 
 /// Values bound per record: one per column of [`COLUMNS`].
 const COLUMNS_PER_RECORD: usize = {
@@ -133,6 +133,8 @@ pub struct StoredIssuance {
     pub user_agent: Option<String>,
     /// Caller's x-goog-api-client.
     pub api_client: Option<String>,
+    /// A public client the caller named itself as, unproven.
+    pub claimed_client: Option<String>,
 }
 
 /// Something an administrator did.
@@ -380,6 +382,25 @@ impl Store {
             b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
             let rows = b.build().fetch_all(pool).await?;
             rows.iter().map(|r| read_row(r, read)).collect()
+        })
+    }
+
+    /// The newest record of a credential handed out whose Google token has the SHA-256
+    /// fingerprint `token_sha256`.
+    pub async fn issued_by_fingerprint(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<StoredIssuance>, AuditError> {
+        let sql = format!(
+            "SELECT id, {COLUMNS} FROM issuances \
+             WHERE token_sha256 = $1 AND outcome = 'issued' ORDER BY id DESC LIMIT 1"
+        );
+        per_engine!(self, |pool, _time, read| {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(token_sha256.to_owned())
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| read_row(&r, read)).transpose()
         })
     }
 
@@ -672,7 +693,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
          $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-         $19::text[], $20::text[])"
+         $19::text[], $20::text[], $21::text[])"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
@@ -695,6 +716,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         .bind(col(|r| r.azp.clone()))
         .bind(col(|r| r.server_request_id.clone()))
         .bind(col(|r| r.service_account.clone()))
+        .bind(col(|r| r.claimed_client.clone()))
         .execute(pool)
         .await?;
     Ok(())
@@ -723,7 +745,8 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(),
             .push_bind(r.api_client.clone())
             .push_bind(r.azp.clone())
             .push_bind(r.server_request_id.clone())
-            .push_bind(r.service_account.clone());
+            .push_bind(r.service_account.clone())
+            .push_bind(r.claimed_client.clone());
     });
     b.build().execute(pool).await?;
     Ok(())
@@ -763,6 +786,7 @@ where
         client_addr: r.try_get("client_addr")?,
         user_agent: r.try_get("user_agent")?,
         api_client: r.try_get("api_client")?,
+        claimed_client: r.try_get("claimed_client")?,
     })
 }
 
@@ -793,6 +817,7 @@ mod tests {
             client_addr: None,
             user_agent: None,
             api_client: None,
+            claimed_client: None,
         }
     }
 

@@ -153,6 +153,16 @@ impl Settings {
             };
             let _ = writeln!(out, "  {}  {limits}", c.id);
         }
+        let public: Vec<&str> = self.public_clients.iter().map(|p| p.id.as_str()).collect();
+        let public = if public.is_empty() {
+            "none".to_owned()
+        } else {
+            public.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "public clients:     {public} (claimed, not proven: they grant nothing)"
+        );
         let store = match &self.audit.database_url {
             Some(_) => "postgres (audit.database_url or DATABASE_URL)".to_owned(),
             None => format!("sqlite file {}", self.audit.sqlite_path.display()),
