@@ -280,6 +280,35 @@ impl Report {
         for (target, value, ok) in targets {
             let _ = writeln!(s, "| {target} | {value} | {} |", verdict(ok));
         }
+        s.push_str(&floors(&|i, part| cpu(i, part)));
         s
     }
+}
+
+/// What the CPU split says about the ratio targets: every configuration shares the cores
+/// with the load tool, and B and D with Postgres, whatever the server does.
+fn floors(cpu: &dyn Fn(usize, fn(&PerRequest) -> f64) -> f64) -> String {
+    let a_total = cpu(0, PerRequest::total);
+    let load_tool = cpu(0, |c| c.other);
+    let mut s = String::from("\n## What bounds the ratios\n\n");
+    let _ = writeln!(
+        s,
+        "A costs {a_total:.1} µs of CPU per request, {load_tool:.1} µs of it outside the server \
+         (the load tool and the kernel). For a ratio r, a configuration may spend at most \
+         {a_total:.1} / r µs per request in all.\n"
+    );
+    for (i, name, target) in [(1, "B", 0.7), (3, "D", 1.5)] {
+        let postgres = cpu(i, |c| c.postgres);
+        let budget = a_total / target;
+        let _ = writeln!(
+            s,
+            "- {name} ≥ {target}×: budget {budget:.1} µs; the load tool's {load_tool:.1} µs and \
+             Postgres's {postgres:.1} µs per record leave {:.1} µs for the server, which spent \
+             {:.1} µs (A's server: {:.1} µs).",
+            budget - load_tool - postgres,
+            cpu(i, |c| c.server),
+            cpu(0, |c| c.server)
+        );
+    }
+    s
 }
