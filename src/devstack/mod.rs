@@ -5,6 +5,7 @@ pub mod cli;
 mod google;
 mod iam;
 mod issuer;
+mod login;
 
 pub use google::{BridgeTrust, Fault, GoogleStandIn, IssuedToken, StsCall};
 pub use iam::{google_error_body, IamCall};
