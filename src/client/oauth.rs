@@ -8,7 +8,7 @@ use oauth2::basic::{BasicClient, BasicTokenResponse};
 use oauth2::{
     AuthUrl, ClientId, DeviceAuthorizationUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
     HttpClientError, RefreshToken, RequestTokenError, RevocationUrl, StandardErrorResponse,
-    StandardRevocableToken, TokenResponse, TokenUrl,
+    TokenResponse, TokenUrl,
 };
 use serde::Deserialize;
 
@@ -191,25 +191,44 @@ pub async fn refresh(http: &reqwest::Client, session: &Session) -> Result<Sessio
     ))
 }
 
-/// Revokes `session`'s refresh token at the issuer, when it offers revocation; true when
-/// the issuer confirmed.
+/// Revokes `session`'s refresh token at the issuer (RFC 7009), when it offers revocation;
+/// true when the issuer confirmed. Sent by hand: the `oauth2` client refuses plain-http
+/// revocation endpoints even on loopback, where the dev issuer lives.
 pub async fn revoke(http: &reqwest::Client, session: &Session) -> Result<bool, ClientError> {
     let Some(refresh_token) = &session.refresh_token else {
         return Ok(false);
     };
     let endpoints = discover(http, &session.profile.issuer).await?;
-    if endpoints.revocation_endpoint.is_none() {
+    let Some(endpoint) = &endpoints.revocation_endpoint else {
         return Ok(false);
-    }
-    let client = client(&session.profile, &endpoints)?;
-    let token =
-        StandardRevocableToken::RefreshToken(RefreshToken::new(refresh_token.expose().to_owned()));
-    let request = client
-        .revoke_token(token)
-        .map_err(|e| ClientError::Usage(e.to_string()))?;
-    request
-        .request_async(http)
+    };
+    let url = endpoint_url("revocation_endpoint", endpoint)?;
+    let unreachable = |cause: String| ClientError::IssuerUnreachable {
+        url: endpoint.clone(),
+        cause,
+    };
+    let response = http
+        .post(url)
+        .form(&[
+            ("client_id", session.profile.client_id.as_str()),
+            ("token", refresh_token.expose()),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
         .await
-        .map(|()| true)
-        .map_err(|e| token_error(endpoints.revocation_endpoint.as_deref().unwrap_or(""), e))
+        .map_err(|e| unreachable(crate::causes::chain(&e)))?;
+    if response.status().is_success() {
+        return Ok(true);
+    }
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    Err(ClientError::Issuer {
+        error: body["error"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {status}"), str::to_owned),
+        description: body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
