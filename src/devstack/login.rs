@@ -152,17 +152,38 @@ fn user_code() -> String {
     code
 }
 
+/// An Auth0-shaped error answer, before it becomes a response.
+struct Refusal {
+    status: u16,
+    code: &'static str,
+    description: &'static str,
+}
+
+fn refuse(status: u16, code: &'static str, description: &'static str) -> Refusal {
+    Refusal {
+        status,
+        code,
+        description,
+    }
+}
+
+impl From<Refusal> for HttpResponse {
+    fn from(r: Refusal) -> Self {
+        error(r.status, r.code, r.description)
+    }
+}
+
 /// An Auth0-shaped error answer.
 fn error(status: u16, code: &str, description: &str) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(status).expect("status");
     HttpResponse::build(status).json(json!({"error": code, "error_description": description}))
 }
 
-fn requested(form: &HashMap<String, String>) -> Result<Requested, HttpResponse> {
+fn requested(form: &HashMap<String, String>) -> Result<Requested, Refusal> {
     let client_id = form
         .get("client_id")
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| error(401, "unauthorized_client", "Unknown client."))?;
+        .ok_or_else(|| refuse(401, "unauthorized_client", "Unknown client."))?;
     Ok(Requested {
         client_id: client_id.clone(),
         audience: form
@@ -179,7 +200,7 @@ async fn device_code(
 ) -> HttpResponse {
     let request = match requested(&form) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into(),
     };
     let login = &state.login;
     let (ttl, interval, auto) = {
@@ -225,7 +246,7 @@ async fn token(state: web::Data<State>, form: web::Form<HashMap<String, String>>
         DEVICE_GRANT => poll_device(&state, &form),
         "refresh_token" => use_refresh_token(&state, &form),
         "authorization_code" => redeem_code(&state, &form),
-        _ => Err(error(
+        _ => Err(refuse(
             403,
             "unsupported_grant_type",
             "Grant type not allowed for the client.",
@@ -233,11 +254,11 @@ async fn token(state: web::Data<State>, form: web::Form<HashMap<String, String>>
     };
     match granted {
         Ok(grant) => issue(&state, grant),
-        Err(response) => response,
+        Err(refusal) => refusal.into(),
     }
 }
 
-fn poll_device(state: &State, form: &HashMap<String, String>) -> Result<Grant, HttpResponse> {
+fn poll_device(state: &State, form: &HashMap<String, String>) -> Result<Grant, Refusal> {
     let code = form.get("device_code").map(String::as_str).unwrap_or("");
     let login = &state.login;
     let forced_slow_down = {
@@ -248,7 +269,7 @@ fn poll_device(state: &State, form: &HashMap<String, String>) -> Result<Grant, H
     };
     let mut devices = login.devices.lock().expect("devices");
     let Some(device) = devices.get_mut(code) else {
-        return Err(error(
+        return Err(refuse(
             403,
             "invalid_grant",
             "Invalid or expired device code.",
@@ -256,7 +277,7 @@ fn poll_device(state: &State, form: &HashMap<String, String>) -> Result<Grant, H
     };
     if device.expires <= Instant::now() {
         devices.remove(code);
-        return Err(error(403, "expired_token", "The device code has expired."));
+        return Err(refuse(403, "expired_token", "The device code has expired."));
     }
     let now = Instant::now();
     let too_soon = device
@@ -264,21 +285,21 @@ fn poll_device(state: &State, form: &HashMap<String, String>) -> Result<Grant, H
         .is_some_and(|last| now.duration_since(last) < Duration::from_secs(forced_slow_down.1));
     device.last_poll = Some(now);
     if forced_slow_down.0 || too_soon {
-        return Err(error(
+        return Err(refuse(
             429,
             "slow_down",
             "You are polling faster than allowed. Try again later.",
         ));
     }
     match &device.decision {
-        Decision::Pending => Err(error(
+        Decision::Pending => Err(refuse(
             403,
             "authorization_pending",
             "User has yet to authorize device code.",
         )),
         Decision::Denied => {
             devices.remove(code);
-            Err(error(
+            Err(refuse(
                 403,
                 "access_denied",
                 "User has canceled the interaction",
@@ -295,7 +316,7 @@ fn poll_device(state: &State, form: &HashMap<String, String>) -> Result<Grant, H
     }
 }
 
-fn use_refresh_token(state: &State, form: &HashMap<String, String>) -> Result<Grant, HttpResponse> {
+fn use_refresh_token(state: &State, form: &HashMap<String, String>) -> Result<Grant, Refusal> {
     let token = form.get("refresh_token").map(String::as_str).unwrap_or("");
     // Rotation: a refresh token works once; the answer carries its successor.
     let grant = state
@@ -304,9 +325,9 @@ fn use_refresh_token(state: &State, form: &HashMap<String, String>) -> Result<Gr
         .lock()
         .expect("refresh tokens")
         .remove(token)
-        .ok_or_else(|| error(403, "invalid_grant", "Unknown or invalid refresh token."))?;
+        .ok_or_else(|| refuse(403, "invalid_grant", "Unknown or invalid refresh token."))?;
     if form.get("client_id") != Some(&grant.request.client_id) {
-        return Err(error(
+        return Err(refuse(
             403,
             "invalid_grant",
             "Unknown or invalid refresh token.",
@@ -315,16 +336,16 @@ fn use_refresh_token(state: &State, form: &HashMap<String, String>) -> Result<Gr
     Ok(grant)
 }
 
-fn redeem_code(state: &State, form: &HashMap<String, String>) -> Result<Grant, HttpResponse> {
+fn redeem_code(state: &State, form: &HashMap<String, String>) -> Result<Grant, Refusal> {
     let code = form.get("code").map(String::as_str).unwrap_or("");
     let redeemed = state.login.codes.lock().expect("codes").remove(code);
     let Some(redeemed) = redeemed.filter(|c| c.expires > Instant::now()) else {
-        return Err(error(403, "invalid_grant", "Invalid authorization code"));
+        return Err(refuse(403, "invalid_grant", "Invalid authorization code"));
     };
     if form.get("redirect_uri") != Some(&redeemed.redirect_uri)
         || form.get("client_id") != Some(&redeemed.request.client_id)
     {
-        return Err(error(
+        return Err(refuse(
             403,
             "invalid_grant",
             "Redirect URI or client does not match the authorization request.",
@@ -332,7 +353,7 @@ fn redeem_code(state: &State, form: &HashMap<String, String>) -> Result<Grant, H
     }
     let verifier = form.get("code_verifier").map(String::as_str).unwrap_or("");
     if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != redeemed.challenge {
-        return Err(error(
+        return Err(refuse(
             403,
             "invalid_grant",
             "Failed to verify code verifier",
