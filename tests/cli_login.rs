@@ -214,6 +214,7 @@ impl PendingLogin {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_login_waits_through_pending_and_slow_down_then_stores_a_private_sign_in() {
     let stack = stack().await;
+    let started = std::time::Instant::now();
     let login = start_device_login(&stack).await;
     assert_eq!(
         stack.issuer.device_user_codes(),
@@ -229,6 +230,12 @@ async fn device_login_waits_through_pending_and_slow_down_then_stores_a_private_
     assert!(stdout.contains("Logged in"), "{stdout}");
     assert!(stderr.contains("Waiting for you to confirm"), "{stderr}");
     assert!(stderr.matches('.').count() >= 3, "a dot per poll: {stderr}");
+    // slow_down stretched the 1 s interval by 5 s, as RFC 8628 asks.
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 
     let dir = stack.config_dir();
     assert_eq!(mode(&dir), 0o700);
@@ -462,6 +469,28 @@ async fn print_access_token_prints_the_persons_google_token_or_says_why_not() {
         )),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_against_an_unreachable_issuer_names_it() {
+    let stack = stack().await;
+    let closed = loopback().local_addr().unwrap();
+    let issuer = format!("http://{closed}/");
+    let out = stack
+        .run(&["login", "--issuer", &issuer, "--client-id", DEV_CLIENT])
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot use the identity provider at {issuer}.well-known/openid-configuration"
+        )),
+        "{stderr}"
+    );
+    // Without flags or a stored profile there is nothing to log in to.
+    let out = stack.run(&["login"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("give --issuer and --client-id"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
