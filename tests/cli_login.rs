@@ -370,6 +370,27 @@ async fn auth0_token_renews_near_expiry_and_keeps_the_rotated_refresh_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_at_once_from_two_processes_both_succeed_despite_rotation() {
+    let stack = stack().await;
+    stack.issuer.set_login_token_ttl(30);
+    stack.login_alice().await;
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(stack.run(&["auth0-token"]), stack.run(&["auth0-token"]));
+        assert!(a.status.success(), "{}", text(&a));
+        assert!(b.status.success(), "{}", text(&b));
+    }
+    let refresh = stack.session()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stack.issuer.refresh_token_alive(&refresh),
+        "the stored one is the newest"
+    );
+    assert!(!stack.config_dir().join("default.lock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth0_token_before_login_answers_the_failure_shape_only() {
     let stack = stack().await;
     let out = stack.run(&["auth0-token"]).await;

@@ -19,6 +19,14 @@ pub async fn fresh_session(profile: &str, min_left: i64) -> Result<Session, Clie
     if session.expires_at - now_secs() >= min_left {
         return Ok(session);
     }
+    let _lock = store::lock_renewal(profile).await?;
+    // Another process may have renewed it while this one waited for the lock.
+    let session = store::load(profile)?.ok_or_else(|| ClientError::NotLoggedIn {
+        profile: profile.into(),
+    })?;
+    if session.expires_at - now_secs() >= min_left {
+        return Ok(session);
+    }
     if session.refresh_token.is_none() {
         return Err(ClientError::LoginExpired {
             profile: profile.into(),

@@ -288,3 +288,57 @@ fn refusal(e: &ClientError) -> HttpResponse {
     };
     text(status, format!("sts-bridge metadata server: {e}\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            server: Server::new("http://127.0.0.1:1", "bigquery").unwrap(),
+            profile: "default".into(),
+            project: None,
+            email: "alice@example.com".into(),
+            scopes: vec![CLOUD_PLATFORM.into()],
+            http: http_client(),
+            tokens: Default::default(),
+        }
+    }
+
+    #[test]
+    fn token_scopes_default_to_the_advertised_ones_and_are_sorted() {
+        let s = state();
+        assert_eq!(requested_scopes(&s, None).unwrap(), vec![CLOUD_PLATFORM]);
+        assert_eq!(
+            requested_scopes(&s, Some("b,a,,b")).unwrap(),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+    }
+
+    #[test]
+    fn odd_or_too_many_scopes_are_refused() {
+        let s = state();
+        assert!(requested_scopes(&s, Some("a b")).is_err());
+        let many = vec!["x"; MAX_SCOPES + 1].join(",");
+        assert!(requested_scopes(&s, Some(&many)).is_err());
+    }
+
+    #[test]
+    fn the_email_comes_from_the_token_claims() {
+        use base64::Engine;
+        let encode = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let with_email = format!(
+            "h.{}.s",
+            encode(json!({"sub": "auth0|a", "email": "a@x.org"}))
+        );
+        assert_eq!(person_email(&Token::new(with_email)), "a@x.org");
+        let sub_only = format!("h.{}.s", encode(json!({"sub": "auth0|a"})));
+        assert_eq!(person_email(&Token::new(sub_only)), "auth0|a");
+        assert_eq!(
+            person_email(&Token::new("opaque")),
+            "person@sts-bridge.invalid"
+        );
+    }
+}

@@ -157,6 +157,55 @@ pub fn remove(name: &str) -> Result<Option<Session>, ClientError> {
     }
 }
 
+/// Held while one process renews a sign-in: with rotating refresh tokens, two renewals at
+/// once would leave one of them holding a refresh token the issuer has already retired.
+pub struct RenewalLock(PathBuf);
+
+impl Drop for RenewalLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A lock older than this was left by a process that died while renewing.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long to wait for another process's renewal.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits until no other process is renewing profile `name`, then holds its renewal lock.
+pub async fn lock_renewal(name: &str) -> Result<RenewalLock, ClientError> {
+    let path = session_path(name)?.with_extension("lock");
+    let started = std::time::Instant::now();
+    loop {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(_) => return Ok(RenewalLock(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let age = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a > STALE_LOCK) {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                if started.elapsed() > LOCK_WAIT {
+                    return Err(store_error(
+                        &path,
+                        "another sts-bridge process has been renewing this sign-in for too \
+                         long; remove this file if no such process is running",
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(store_error(&path, e)),
+        }
+    }
+}
+
 /// Creates `dir` (and its parents) and makes it the owner's alone.
 pub fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
     let mut builder = std::fs::DirBuilder::new();
