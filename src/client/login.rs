@@ -203,9 +203,10 @@ async fn await_redirect(
         let mut head = Vec::with_capacity(1024);
         let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REDIRECT_HEAD {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
+            // A connection that sends nothing must not hold up the browser's.
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
             }
         }
         let line = String::from_utf8_lossy(&head);

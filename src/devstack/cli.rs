@@ -36,6 +36,7 @@ pub async fn run(mut opts: DevOptions) -> Result<(), String> {
     issuer.auto_approve(Some(MintRequest {
         sub: "auth0|alice".into(),
         permissions: vec!["read:bigquery".into()],
+        extra: serde_json::Map::from_iter([("email".to_owned(), "alice@example.com".into())]),
         ..Default::default()
     }));
     let mut settings = super::settings(&issuer, &google, opts.listen);
