@@ -2,7 +2,7 @@
 
 VENV   := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
-# The google-auth demo needs two small packages; the test tooling (Helm SDK, schemathesis)
+# The google-auth demo needs a few packages (google-auth, requests, google-cloud-bigquery); the test tooling (Helm SDK, schemathesis)
 # is far larger, so it is installed only for the tests.
 DEMO_REQS  := tests/python/requirements.txt
 TOOL_REQS  := tests/deploy/requirements.txt tests/contract/requirements.txt

@@ -9,6 +9,7 @@
 //! arrival rate, and optionally a soak. Figures go to stdout and `bench/results.md`.
 
 mod baseline;
+mod cpu;
 mod http;
 mod loadgen;
 mod report;

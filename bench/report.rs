@@ -1,12 +1,13 @@
 //! The figures of one run, as the Markdown written to `bench/results.md`.
 
+use crate::cpu::PerRequest;
 use crate::servers::{Rss, SoakRow};
 use crate::wrk::WrkResult;
 use std::fmt::Write;
 use std::process::Command;
 
-/// A, B, C and D measured once each, in that order.
-pub struct Round(pub [WrkResult; 4]);
+/// A, B, C and D measured once each, in that order, with the CPU each request cost.
+pub struct Round(pub [WrkResult; 4], pub [PerRequest; 4]);
 
 /// A constant-rate run.
 pub struct Phase {
@@ -46,6 +47,8 @@ pub struct Figures {
     pub storm_ok: usize,
     /// Constant rate at half of B's peak.
     pub half: Phase,
+    /// The same arrival rate on C.
+    pub half_sqlite: Phase,
     /// The writer alone.
     pub writer: WriterFigures,
     /// Subjects cached for the RSS figure.
@@ -189,11 +192,29 @@ impl Report {
                 r.0[3].rps
             );
         }
+        let cpu = |i: usize, part: fn(&PerRequest) -> f64| {
+            median(f.rounds.iter().map(|r| part(&r.1[i])).collect())
+        };
+        let _ = writeln!(s, "\nCPU time per answered request (µs, median over rounds; read from /proc, so it holds however busy the machine is). The rest is mostly the load tool and the kernel's loopback path.\n");
+        let _ = writeln!(s, "| configuration | server | Postgres | rest | total |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                cpu(i, |c| c.server),
+                cpu(i, |c| c.postgres),
+                cpu(i, |c| c.other),
+                cpu(i, PerRequest::total)
+            );
+        }
         let per_subject =
             f.rss.after.saturating_sub(f.rss.before) as f64 / f.subjects.max(1) as f64;
         let _ = writeln!(s, "\n## Other figures\n");
         let _ = writeln!(s, "- Cold storm: 1,000 simultaneous requests for one new subject on B: **{} upstream call(s)**, {} answered 200.", f.storm_calls, f.storm_ok);
         let _ = writeln!(s, "- Constant arrival rate on B at half its peak ({:.0} req/s for 10 s, 64 connections, latency from each request's scheduled time): p50 {:.2} ms, **p99 {:.2} ms**, {} answered, {} failed.", f.half.rate, f.half.p50_ms, f.half.p99_ms, f.half.answered, f.half.errors);
+        let h = &f.half_sqlite;
+        let _ = writeln!(s, "- The same arrival rate on C (records in SQLite): p50 {:.2} ms, p99 {:.2} ms, {} answered, {} failed.", h.p50_ms, h.p99_ms, h.answered, h.errors);
         let _ = writeln!(s, "- {} distinct subjects exchanged and cached (ES256 tokens, validated-token cache on, records in Postgres) in {:.1} s, {} failed: RSS {:.1} MiB before, **{:.1} MiB after**, {:.0} bytes per subject.", f.subjects, f.rss.took.as_secs_f64(), f.rss.errors, f.rss.before as f64 / MIB, f.rss.after as f64 / MIB, per_subject);
         let w = &f.writer;
         let _ = writeln!(s, "- Audit writer alone (group commit into Postgres over TCP, 2,000 concurrent producers, max_batch 512, 4 batches in flight): {} rows in {} statements, {} failed, **{:.0} rows/s**.", w.rows, w.batches, w.failed, w.rows_per_sec);

@@ -1,5 +1,6 @@
 //! The run: the upstream stand-ins, the servers under test, and every measurement in order.
 
+use crate::cpu::{PerRequest, Ticks};
 use crate::http::{form_request, get_request, Conn};
 use crate::loadgen::{closed_loop, constant_rate, storm};
 use crate::report::{Figures, Phase, Report, Round, WriterFigures};
@@ -382,20 +383,27 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
     let mut rounds = Vec::new();
     for round in 1..=options.rounds {
         let mut results = [None; 4];
+        let mut cpu = [PerRequest::default(); 4];
         for (i, server) in [a, b, c, d].into_iter().enumerate() {
+            let before = Ticks::now(server.pid);
             let r = wrk::run(&server.url(), &script, secs(options.seconds), 64)?;
+            cpu[i] = before.per_request(&Ticks::now(server.pid), r.rps * options.seconds as f64);
             println!(
-                "round {round} {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+                "round {round} {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}; \
+                 CPU µs per request: server {:.1}, Postgres {:.1}, rest {:.1}",
                 ["A", "B", "C", "D"][i],
                 r.rps,
                 r.p50_ms,
                 r.p99_ms,
-                r.errors
+                r.errors,
+                cpu[i].server,
+                cpu[i].postgres,
+                cpu[i].other
             );
             results[i] = Some(r);
             tokio::time::sleep(secs(1)).await;
         }
-        rounds.push(Round(results.map(|r| r.expect("measured"))));
+        rounds.push(Round(results.map(|r| r.expect("measured")), cpu));
     }
     let mean = |i: usize| rounds.iter().map(|r| r.0[i].rps).sum::<f64>() / rounds.len() as f64;
     let peak_b = mean(1);
@@ -419,6 +427,13 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
     println!(
         "constant {:.0} req/s on B: p50 {:.2} ms, p99 {:.2} ms",
         half.rate, half.p50_ms, half.p99_ms
+    );
+
+    // The same arrivals on C tell whether the tail comes from the Postgres commits.
+    let half_sqlite = half_peak(&stack, c, peak_b / 2.0).await?;
+    println!(
+        "constant {:.0} req/s on C: p50 {:.2} ms, p99 {:.2} ms",
+        half_sqlite.rate, half_sqlite.p50_ms, half_sqlite.p99_ms
     );
 
     let writer = writer_throughput(&db.url).await?;
@@ -456,6 +471,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
             storm_calls: storm.0,
             storm_ok: storm.1,
             half,
+            half_sqlite,
             writer,
             subjects: options.subjects,
             rss,
@@ -577,6 +593,7 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
         client_addr: Some("127.0.0.1".into()),
         user_agent: Some("python-requests/2.32.3".into()),
         api_client: Some("gl-python/3.11.2 auth/2.62.0 google-byoid-sdk".into()),
+        claimed_client: None,
     };
     const ROWS: usize = 200_000;
     const PRODUCERS: usize = 2_000;

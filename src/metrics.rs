@@ -43,10 +43,14 @@ pub struct Metrics {
     audit_flush_seconds: Histogram,
     audit_rows: IntCounterVec,
     rate_limited: IntCounterVec,
+    introspections: IntCounterVec,
     refusal_records_dropped: IntCounter,
     request_timeouts: IntCounter,
     audit_writer_restarts: IntCounter,
     audit_writer_up: IntGauge,
+    revocation_notifications: IntCounter,
+    revocation_listener_up: IntGauge,
+    revocation_listener_reconnects: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -176,10 +180,14 @@ impl Metrics {
             audit_flush_seconds: plain_histogram(&r, "sts_bridge_audit_flush_duration_seconds", "Time to write one batch of issuance records.", LATENCY_BUCKETS),
             audit_rows: counter(&r, "sts_bridge_audit_rows_total", "Issuance rows written or failed.", &["result"]),
             rate_limited: counter(&r, "sts_bridge_rate_limited_total", "Exchanges refused with 429 by a rate limit, by scope (subject or client_address).", &["scope"]),
+            introspections: counter(&r, "sts_bridge_introspections_total", "Token introspections answered, by whether the token was active.", &["active"]),
             refusal_records_dropped: plain_counter(&r, "sts_bridge_refusal_records_dropped_total", "Refusals answered but not written to the records because their subject was over the refusal-record rate."),
             request_timeouts: plain_counter(&r, "sts_bridge_request_timeouts_total", "Exchanges answered 503 because they did not complete within http.request_timeout_ms."),
             audit_writer_restarts: plain_counter(&r, "sts_bridge_audit_writer_restarts_total", "Times the issuance writer died and was started again."),
             audit_writer_up: gauge(&r, "sts_bridge_audit_writer_up", "1 while the issuance writer runs, 0 while it waits for its restart."),
+            revocation_notifications: plain_counter(&r, "sts_bridge_revocation_notifications_total", "Revocation changes announced by replicas (Postgres LISTEN/NOTIFY) and heard by this one."),
+            revocation_listener_up: gauge(&r, "sts_bridge_revocation_listener_up", "1 while this replica listens for revocation changes, 0 while it reconnects (and always with SQLite or audit.revocation_push off)."),
+            revocation_listener_reconnects: plain_counter(&r, "sts_bridge_revocation_listener_reconnects_total", "Times the revocation listener connected again after losing its connection."),
             registry: r,
         }
     }
@@ -204,6 +212,13 @@ impl Metrics {
     /// An exchange refused by the rate limit of `scope` (`subject`, `client_address`).
     pub fn rate_limited(&self, scope: &str) {
         self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// One introspection answered.
+    pub fn introspection(&self, active: bool) {
+        self.introspections
+            .with_label_values(&[if active { "true" } else { "false" }])
+            .inc();
     }
 
     /// A refusal left out of the records by the refusal-record rate.
@@ -307,6 +322,21 @@ impl Metrics {
     /// The issuance writer was started again after it died.
     pub fn audit_writer_restarted(&self) {
         self.audit_writer_restarts.inc();
+    }
+
+    /// A revocation change was announced.
+    pub fn revocation_notified(&self) {
+        self.revocation_notifications.inc();
+    }
+
+    /// The revocation listener listens (`true`) or lost its connection (`false`).
+    pub fn revocation_listener_up(&self, up: bool) {
+        self.revocation_listener_up.set(i64::from(up));
+    }
+
+    /// The revocation listener connected again after losing its connection.
+    pub fn revocation_listener_reconnected(&self) {
+        self.revocation_listener_reconnects.inc();
     }
 
     /// The Prometheus text exposition, after setting the gauges read at scrape time.

@@ -1,7 +1,7 @@
 //! Builds the application: shared state, routes, background tasks.
 
 use crate::assertion::{AssertionError, Minter};
-use crate::audit::{Audit, AuditError, AuditWriter, Revocations, Store, WriterLimits};
+use crate::audit::{self, Audit, AuditError, AuditWriter, Revocations, Store, WriterLimits};
 use crate::breaker::Breaker;
 use crate::broker::{Broker, GoogleClients};
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
@@ -291,6 +291,15 @@ impl Application {
             broker.clone(),
             Duration::from_secs(settings.audit.revocation_poll_secs),
         );
+        if settings.audit.revocation_push {
+            let purger = broker.clone();
+            audit::spawn_listener(
+                broker.audit().clone(),
+                broker.metrics().clone(),
+                settings.audit.revocation_push_retry(),
+                Box::new(move |newly| purge_revoked(&purger, newly)),
+            );
+        }
         spawn_retention(broker.clone(), &settings.audit);
         let reloader = Reloader {
             broker: broker.clone(),
@@ -302,6 +311,7 @@ impl Application {
         let state = web::Data::new(AppState {
             broker: broker.clone(),
             clients: settings.clients.clone(),
+            public_clients: settings.public_clients.clone(),
             require_client_auth: settings.require_client_auth,
             retry_after_secs: settings.google.retry_after_secs,
             admin: settings.admin.clone(),
@@ -457,15 +467,21 @@ fn spawn_revocation_poller(broker: Arc<Broker>, every: Duration) {
             ticker.tick().await;
             let audit = broker.audit();
             match audit.revocations.reload(&audit.store).await {
-                Ok(newly) => newly
-                    .iter()
-                    .for_each(|(issuer, subject)| broker.purge_subject(issuer, subject)),
+                Ok(newly) => purge_revoked(&broker, &newly),
                 Err(e) => {
                     tracing::warn!(error = %e, "revocations not reloaded; keeping the last list")
                 }
             }
         }
     });
+}
+
+/// Drops the cached credentials of subjects another replica revoked (heard by the poll or
+/// the listener): the one place a revocation made elsewhere reaches the caches.
+fn purge_revoked(broker: &Broker, newly: &[(String, String)]) {
+    for (issuer, subject) in newly {
+        broker.purge_subject(issuer, subject);
+    }
 }
 
 /// Purges issuance records past the retention period, in bounded batches, on one replica

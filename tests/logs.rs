@@ -130,6 +130,20 @@ async fn no_token_appears_in_the_logs_of_a_full_run() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+    // gcloud's introspection of a handed-out credential, with its public client.
+    let response = app
+        .http
+        .post(format!("{}/v1/introspect", app.address))
+        .basic_auth(
+            sts_bridge::config::CLOUD_SDK_CLIENT_ID,
+            Some(sts_bridge::config::CLOUD_SDK_CLIENT_SECRET),
+        )
+        .form(&[("token", google_tokens[0].as_str())])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!((status, &body["active"]), (200, &json!(true)), "{body}");
 
     // Assertion mode: neither the assertion nor the signing key may show up either.
     let dir = tempfile::tempdir().unwrap();

@@ -2,14 +2,16 @@
 //! token, written durably through a group-commit writer; revocations; retention.
 
 mod nodelay;
+mod push;
 mod revocations;
 mod store;
 mod writer;
 
+pub use push::{spawn_listener, OnRevoked, LISTENER_APPLICATION_NAME};
 pub use revocations::{Revocation, Revocations, ANY_ISSUER};
 pub use store::{
     AdminAction, IssuanceQuery, PurgeLock, Store, StoredAdminAction, StoredIssuance, MAX_BATCH,
-    PURGE_LOCK_KEY,
+    PURGE_LOCK_KEY, REVOCATIONS_CHANNEL,
 };
 pub use writer::{AuditWriter, WriterLimits, WriterStats};
 
@@ -78,6 +80,9 @@ pub struct IssuanceRecord {
     pub user_agent: Option<String>,
     /// Caller's `x-goog-api-client` (which Google library and version).
     pub api_client: Option<String>,
+    /// A public client the caller named itself as (HTTP Basic with a published secret):
+    /// claimed, not proven.
+    pub claimed_client: Option<String>,
 }
 
 /// Why a record could not be written; the credential must then not be handed out.

@@ -73,14 +73,34 @@ impl Revocations {
         Ok(self.apply(version, fresh))
     }
 
+    /// Like [`Revocations::reload`], but reads the table again (a few times) when a local
+    /// change raced the read: a change announced by another replica must not wait for
+    /// the next poll.
+    pub async fn reload_now(&self, store: &Store) -> Result<Vec<(String, String)>, AuditError> {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let version = self.version.load(Ordering::SeqCst);
+            let fresh = store.active_revocations(OffsetDateTime::now_utc()).await?;
+            if let Some(newly) = self.try_apply(version, fresh) {
+                return Ok(newly);
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// Replaces the mirror with `fresh`, read from the table when the local version was
     /// `version`, unless a local change happened since.
     fn apply(&self, version: u64, fresh: Vec<Revocation>) -> Vec<(String, String)> {
+        // When a revocation was made or lifted here while the table was read, the next
+        // reload sees it.
+        self.try_apply(version, fresh).unwrap_or_default()
+    }
+
+    /// [`Revocations::apply`], `None` when a local change since `version` kept the mirror.
+    fn try_apply(&self, version: u64, fresh: Vec<Revocation>) -> Option<Vec<(String, String)>> {
         let mut active = self.active.write().expect("revocations lock");
         if self.version.load(Ordering::SeqCst) != version {
-            // A revocation was made or lifted here while the table was read; the next
-            // reload sees it.
-            return Vec::new();
+            return None;
         }
         let fresh: HashMap<Key, Revocation> = fresh
             .into_iter()
@@ -92,7 +112,7 @@ impl Revocations {
             .map(|(k, _)| k.clone())
             .collect();
         *active = fresh;
-        newly
+        Some(newly)
     }
 }
 

@@ -21,7 +21,7 @@ const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const COLUMNS: &str = "issued_at, request_id, issuer, subject, client_id, actor, target, \
     google_principal, scopes, source, outcome, error_code, expires_at, token_sha256, \
-    client_addr, user_agent, api_client, azp, server_request_id, service_account";
+    client_addr, user_agent, api_client, azp, server_request_id, service_account, claimed_client";
 
 /// Values bound per record: one per column of [`COLUMNS`].
 const COLUMNS_PER_RECORD: usize = {
@@ -47,6 +47,18 @@ pub const PURGE_LOCK_KEY: i64 = 0x7374_735f_7075_7267;
 
 const PURGE_SQL: &str = "DELETE FROM issuances WHERE id IN \
      (SELECT id FROM issuances WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)";
+
+/// The Postgres channel a committed revocation or lift is announced on.
+pub const REVOCATIONS_CHANNEL: &str = "sts_bridge_revocations";
+
+/// What a revocation change announces: a SHA-256 of the issuer and subject, never the
+/// subject itself. Listeners re-read the table; the hash only lets a change be told apart
+/// in a trace.
+fn change_payload(issuer: &str, subject: &str) -> String {
+    let mut hash = crate::secret::fingerprint(format!("{issuer}\0{subject}").as_bytes());
+    hash.truncate(16);
+    hash
+}
 
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
@@ -121,6 +133,8 @@ pub struct StoredIssuance {
     pub user_agent: Option<String>,
     /// Caller's x-goog-api-client.
     pub api_client: Option<String>,
+    /// A public client the caller named itself as, unproven.
+    pub claimed_client: Option<String>,
 }
 
 /// Something an administrator did.
@@ -283,6 +297,14 @@ impl Store {
         }
     }
 
+    /// The Postgres pool; `None` for the SQLite file.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match self {
+            Store::Postgres(pool) => Some(pool),
+            Store::Sqlite(_) => None,
+        }
+    }
+
     /// Engine name, for logs.
     pub fn engine(&self) -> &'static str {
         match self {
@@ -363,12 +385,50 @@ impl Store {
         })
     }
 
-    /// Creates or replaces the revocation of `r.subject` of `r.issuer`.
+    /// The newest record of a credential handed out whose Google token has the SHA-256
+    /// fingerprint `token_sha256`.
+    pub async fn issued_by_fingerprint(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<StoredIssuance>, AuditError> {
+        let sql = format!(
+            "SELECT id, {COLUMNS} FROM issuances \
+             WHERE token_sha256 = $1 AND outcome = 'issued' ORDER BY id DESC LIMIT 1"
+        );
+        per_engine!(self, |pool, _time, read| {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(token_sha256.to_owned())
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| read_row(&r, read)).transpose()
+        })
+    }
+
+    /// Creates or replaces the revocation of `r.subject` of `r.issuer`. On Postgres the
+    /// same statement notifies [`REVOCATIONS_CHANNEL`], so the other replicas hear of it
+    /// when, and only if, it commits.
     pub async fn upsert_revocation(&self, r: &Revocation) -> Result<(), AuditError> {
         const SQL: &str = "INSERT INTO revocations (issuer, subject, revoked_until, reason, created_at, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (issuer, subject) DO UPDATE SET revoked_until = excluded.revoked_until, \
              reason = excluded.reason, created_at = excluded.created_at, created_by = excluded.created_by";
+        if let Store::Postgres(pool) = self {
+            let sql = format!(
+                "WITH changed AS ({SQL} RETURNING 1) \
+                 SELECT pg_notify('{REVOCATIONS_CHANNEL}', $7) FROM changed"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&r.issuer)
+                .bind(&r.subject)
+                .bind(r.until)
+                .bind(&r.reason)
+                .bind(r.created_at)
+                .bind(&r.created_by)
+                .bind(change_payload(&r.issuer, &r.subject))
+                .execute(pool)
+                .await?;
+            return Ok(());
+        }
         per_engine!(self, |pool, time, _read| sqlx::query(SQL)
             .bind(&r.issuer)
             .bind(&r.subject)
@@ -383,8 +443,22 @@ impl Store {
     }
 
     /// Lifts the revocation of `subject` of `issuer`; false when there was none.
+    /// On Postgres the same statement notifies [`REVOCATIONS_CHANNEL`] when a row went.
     pub async fn delete_revocation(&self, issuer: &str, subject: &str) -> Result<bool, AuditError> {
         const SQL: &str = "DELETE FROM revocations WHERE issuer = $1 AND subject = $2";
+        if let Store::Postgres(pool) = self {
+            let sql = format!(
+                "WITH gone AS ({SQL} RETURNING 1) \
+                 SELECT pg_notify('{REVOCATIONS_CHANNEL}', $3) FROM gone"
+            );
+            let notified = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(issuer)
+                .bind(subject)
+                .bind(change_payload(issuer, subject))
+                .fetch_all(pool)
+                .await?;
+            return Ok(!notified.is_empty());
+        }
         let affected = per_engine!(self, |pool, _time, _read| sqlx::query(SQL)
             .bind(issuer)
             .bind(subject)
@@ -619,7 +693,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
          $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-         $19::text[], $20::text[])"
+         $19::text[], $20::text[], $21::text[])"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.iter().map(|r| r.issued_at).collect::<Vec<_>>())
@@ -642,6 +716,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[IssuanceRecord]) -> Result<(), A
         .bind(col(|r| r.azp.clone()))
         .bind(col(|r| r.server_request_id.clone()))
         .bind(col(|r| r.service_account.clone()))
+        .bind(col(|r| r.claimed_client.clone()))
         .execute(pool)
         .await?;
     Ok(())
@@ -670,7 +745,8 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[IssuanceRecord]) -> Result<(),
             .push_bind(r.api_client.clone())
             .push_bind(r.azp.clone())
             .push_bind(r.server_request_id.clone())
-            .push_bind(r.service_account.clone());
+            .push_bind(r.service_account.clone())
+            .push_bind(r.claimed_client.clone());
     });
     b.build().execute(pool).await?;
     Ok(())
@@ -710,6 +786,7 @@ where
         client_addr: r.try_get("client_addr")?,
         user_agent: r.try_get("user_agent")?,
         api_client: r.try_get("api_client")?,
+        claimed_client: r.try_get("claimed_client")?,
     })
 }
 
@@ -740,6 +817,7 @@ mod tests {
             client_addr: None,
             user_agent: None,
             api_client: None,
+            claimed_client: None,
         }
     }
 

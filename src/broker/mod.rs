@@ -58,6 +58,9 @@ pub struct RequestContext {
     pub api_client: Option<String>,
     /// Client id proven by HTTP Basic authentication.
     pub client_id: Option<String>,
+    /// A public client's id, named with HTTP Basic but proving nothing: recorded, never
+    /// trusted.
+    pub claimed_client: Option<String>,
 }
 
 impl RequestContext {
@@ -630,6 +633,7 @@ impl Broker {
             client_addr: ctx.client_addr.clone(),
             user_agent: ctx.user_agent.clone(),
             api_client: ctx.api_client.clone(),
+            claimed_client: ctx.claimed_client.clone(),
         };
         match decided {
             Ok(d) => {

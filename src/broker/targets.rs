@@ -186,7 +186,8 @@ impl Target {
     }
 
     /// The scopes to request: the caller's (sorted, without repeats) when all are allowed,
-    /// else the target's defaults when the caller sent none.
+    /// the allowed ones among them when the target narrows, else the target's defaults
+    /// when the caller sent none.
     pub fn scopes_for(&self, requested: &[String]) -> Result<Vec<String>, TargetError> {
         let allowed = || self.settings.allowed_scopes.join(" ");
         if self.is_scopeless() {
@@ -208,17 +209,21 @@ impl Target {
             }
             return Ok(sorted(&self.settings.default_scopes));
         }
-        if let Some(bad) = requested
+        let (granted, refused): (Vec<String>, Vec<String>) = requested
             .iter()
-            .find(|s| !self.settings.allowed_scopes.contains(s))
-        {
-            return Err(TargetError::ScopeNotAllowed {
+            .cloned()
+            .partition(|s| self.settings.allowed_scopes.contains(s));
+        match refused.first() {
+            None => Ok(sorted(&granted)),
+            // RFC 8693 §2.2.1 lets the answer carry narrower scopes than asked; the
+            // answer's `scope` then says which were granted.
+            Some(_) if self.settings.narrow_scopes && !granted.is_empty() => Ok(sorted(&granted)),
+            Some(bad) => Err(TargetError::ScopeNotAllowed {
                 scope: bad.chars().take(200).collect(),
                 target: self.name.to_string(),
                 allowed: allowed(),
-            });
+            }),
         }
-        Ok(sorted(requested))
     }
 }
 

@@ -28,7 +28,9 @@ pub use assertion::{
 pub use audit::AuditSettings;
 pub use breaker::BreakerSettings;
 pub use cache::{CacheSettings, ValidatedTokenSettings, MIN_REFRESH_MARGIN_SECS};
-pub use clients::ClientSettings;
+pub use clients::{
+    ClientSettings, PublicClientSettings, CLOUD_SDK_CLIENT_ID, CLOUD_SDK_CLIENT_SECRET,
+};
 pub use google::GoogleSettings;
 pub use http::HttpSettings;
 pub use issuers::{IssuerSettings, ASYMMETRIC_ALGORITHMS, FORWARDED_ALGORITHMS};
@@ -65,7 +67,12 @@ pub struct Settings {
     /// Clients allowed to authenticate with HTTP Basic.
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
-    /// Whether `POST /v1/token` refuses callers that do not authenticate with HTTP Basic.
+    /// Client ids a caller may claim with HTTP Basic without proving anything (the Cloud
+    /// SDK's by default); recorded as claimed, they grant nothing.
+    #[serde(default = "clients::default_public_clients")]
+    pub public_clients: Vec<PublicClientSettings>,
+    /// Whether `POST /v1/token` refuses callers that do not authenticate with HTTP Basic
+    /// as a confidential client (a public client does not count).
     #[serde(default)]
     pub require_client_auth: bool,
     /// Google endpoints and outbound HTTP behaviour.
@@ -111,6 +118,7 @@ impl Default for Settings {
             issuers: Vec::new(),
             targets: Vec::new(),
             clients: Vec::new(),
+            public_clients: clients::default_public_clients(),
             require_client_auth: false,
             google: GoogleSettings::default(),
             jwks: JwksSettings::default(),
@@ -269,6 +277,16 @@ impl Settings {
                 ));
             }
         }
+        for (i, public) in self.public_clients.iter().enumerate() {
+            let key = format!("public_clients[{i}]");
+            public.validate(&key)?;
+            if self.clients.iter().any(|c| c.id == public.id) {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    "also a confidential client in [[clients]]; an id is one or the other",
+                ));
+            }
+        }
         if self.require_client_auth && self.clients.is_empty() {
             return Err(invalid(
                 "require_client_auth",
@@ -399,6 +417,32 @@ mod tests {
     }
 
     #[test]
+    fn the_cloud_sdk_is_a_public_client_by_default_and_an_id_is_public_or_confidential() {
+        let from_file: Settings = toml::from_str("").unwrap();
+        assert_eq!(
+            from_file.public_clients,
+            vec![PublicClientSettings::cloud_sdk()]
+        );
+        let none: Settings = toml::from_str("public_clients = []").unwrap();
+        assert!(none.public_clients.is_empty());
+
+        let mut s = valid();
+        s.clients = vec![ClientSettings {
+            id: CLOUD_SDK_CLIENT_ID.into(),
+            secret_sha256: "a".repeat(64),
+            azp: Vec::new(),
+            targets: Vec::new(),
+        }];
+        assert_eq!(problem_key(&s), "public_clients[0].id");
+        s.clients.clear();
+        s.public_clients.push(PublicClientSettings {
+            id: "a:b".into(),
+            secret: String::new(),
+        });
+        assert_eq!(problem_key(&s), "public_clients[1].id");
+    }
+
+    #[test]
     fn firebase_reserved_claim_names_are_refused_naming_the_claim() {
         for reserved in FIREBASE_RESERVED_CLAIMS {
             let mut s = valid();
@@ -480,6 +524,18 @@ mod tests {
             assert!(s.warnings().is_empty(), "{:?}", s.warnings());
             Ok(())
         });
+    }
+
+    #[test]
+    fn revocation_push_retry_out_of_range_names_its_key() {
+        for ms in [0, 30_001] {
+            let mut s = valid();
+            s.audit.revocation_push_retry_ms = ms;
+            assert_eq!(problem_key(&s), "audit.revocation_push_retry_ms");
+        }
+        let mut s = valid();
+        s.audit.revocation_push_retry_ms = 10;
+        s.validate().unwrap();
     }
 
     #[test]

@@ -153,6 +153,16 @@ impl Settings {
             };
             let _ = writeln!(out, "  {}  {limits}", c.id);
         }
+        let public: Vec<&str> = self.public_clients.iter().map(|p| p.id.as_str()).collect();
+        let public = if public.is_empty() {
+            "none".to_owned()
+        } else {
+            public.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "public clients:     {public} (claimed, not proven: they grant nothing)"
+        );
         let store = match &self.audit.database_url {
             Some(_) => "postgres (audit.database_url or DATABASE_URL)".to_owned(),
             None => format!("sqlite file {}", self.audit.sqlite_path.display()),
@@ -160,9 +170,14 @@ impl Settings {
         let _ = writeln!(out, "issuance store:     {store}");
         let _ = writeln!(
             out,
-            "  retention {} days, revocations reloaded every {} s, statements time out after {} ms, a dead record writer restarted after {} ms (doubling up to 30 s)",
+            "  retention {} days, revocations reloaded every {} s{}, statements time out after {} ms, a dead record writer restarted after {} ms (doubling up to 30 s)",
             self.audit.retention_days,
             self.audit.revocation_poll_secs,
+            match (&self.audit.database_url, self.audit.revocation_push) {
+                (Some(_), true) => " and pushed between replicas (LISTEN/NOTIFY)",
+                (Some(_), false) => " (not pushed between replicas)",
+                (None, _) => "",
+            },
             self.audit.statement_timeout_ms,
             self.audit.writer_restart_backoff_ms
         );

@@ -148,6 +148,10 @@ pub struct TargetSettings {
     /// Scopes used when the caller sends none.
     #[serde(default)]
     pub default_scopes: Vec<String>,
+    /// Grant a request the allowed part of its scopes (at least one must remain) rather
+    /// than refuse it, saying so in the answer's `scope`; gcloud asks for scopes of its own.
+    #[serde(default)]
+    pub narrow_scopes: bool,
     /// `subject_token_type` sent to Google STS.
     #[serde(default = "default_upstream_token_type")]
     pub subject_token_type: String,
@@ -193,6 +197,7 @@ impl Default for TargetSettings {
             user_project: None,
             allowed_scopes: Vec::new(),
             default_scopes: Vec::new(),
+            narrow_scopes: false,
             subject_token_type: default_upstream_token_type(),
             policy: PolicySettings::default(),
             mode: TargetMode::default(),

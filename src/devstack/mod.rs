@@ -1,12 +1,15 @@
-//! Development stack: a local Auth0-shaped issuer and a Google STS stand-in, on loopback
-//! only. Started by `sts-bridge dev` and by the tests; never part of a production config.
+//! Development stack: a local Auth0-shaped issuer, a Google STS stand-in and a BigQuery
+//! stand-in, on loopback only. Started by `sts-bridge dev` and by the tests; never part of
+//! a production config.
 
+mod bigquery;
 pub mod cli;
 mod google;
 mod iam;
 mod issuer;
 mod login;
 
+pub use bigquery::{BigQueryCall, BigQueryStandIn};
 pub use google::{BridgeTrust, Fault, GoogleStandIn, IssuedToken, StsCall};
 pub use iam::{google_error_body, IamCall};
 pub use issuer::{

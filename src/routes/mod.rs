@@ -6,6 +6,7 @@ mod client_addr;
 mod cursor;
 mod error;
 mod health;
+mod introspect;
 mod strict_json;
 mod token;
 mod well_known;
@@ -15,6 +16,7 @@ pub use client_addr::TrustedProxies;
 pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use health::{healthz, metrics, readyz};
+pub use introspect::introspect;
 #[cfg(feature = "fuzzing")]
 pub use token::fuzzing;
 pub use token::{token, MAX_BODY_BYTES};
@@ -34,7 +36,9 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     /// Clients allowed to authenticate with HTTP Basic.
     pub clients: Vec<ClientSettings>,
-    /// Whether a caller must authenticate with HTTP Basic.
+    /// Client ids a caller may claim without proof.
+    pub public_clients: Vec<crate::config::PublicClientSettings>,
+    /// Whether a caller must authenticate with HTTP Basic as a confidential client.
     pub require_client_auth: bool,
     /// Seconds a caller is told to wait on 503.
     pub retry_after_secs: u64,
@@ -77,7 +81,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, served: Served, issuer: Option<&M
     cfg.service(resource("/healthz", "GET", web::get().to(healthz)))
         .service(resource("/readyz", "GET", web::get().to(readyz)));
     if served.token {
-        cfg.service(resource("/v1/token", "POST", web::post().to(token)));
+        cfg.service(resource("/v1/token", "POST", web::post().to(token)))
+            .service(resource(
+                "/v1/introspect",
+                "POST",
+                web::post().to(introspect),
+            ));
         if let Some(minter) = issuer {
             cfg.service(resource(
                 &minter.discovery_path(),

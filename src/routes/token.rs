@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::strict_json::{self, StrictJsonError};
 use super::AppState;
 use crate::broker::{BrokerError, ExchangeRequest, Issued, RequestContext};
-use crate::config::{ClientSettings, TargetKind};
+use crate::config::{ClientSettings, PublicClientSettings, TargetKind};
 use crate::rfc8693::{SUBJECT_TOKEN_TYPES, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
 use crate::secret::{fingerprint, Token};
 use crate::telemetry::{RequestId, ServerRequestId};
@@ -188,8 +188,8 @@ const UNVERIFIED: &[&str] = &[
 ];
 
 /// A refused exchange: what the caller is told, and what the log says.
-struct Refusal {
-    error: ApiError,
+pub(super) struct Refusal {
+    pub(super) error: ApiError,
     reason: String,
     /// Refused before a token's signature was verified: anyone can cause as many as they like.
     malformed: bool,
@@ -222,7 +222,10 @@ fn timed_out(state: &AppState) -> Refusal {
 }
 
 /// Takes one exchange of the client address's allowance.
-async fn check_address_limit(state: &AppState, client: Option<IpAddr>) -> Result<(), Refusal> {
+pub(super) async fn check_address_limit(
+    state: &AppState,
+    client: Option<IpAddr>,
+) -> Result<(), Refusal> {
     let (Some(limit), Some(ip)) = (&state.address_limit, client) else {
         return Ok(());
     };
@@ -304,30 +307,31 @@ async fn exchange(
     state: &AppState,
     target: &mut Option<(Arc<str>, TargetKind)>,
 ) -> Result<Issued, Refusal> {
-    let client = state.proxies.client(req.peer_addr(), req.headers());
-    if let Some(ip) = client {
+    let address = state.proxies.client(req.peer_addr(), req.headers());
+    if let Some(ip) = address {
         tracing::Span::current().record("client_addr", tracing::field::display(ip));
     }
-    check_address_limit(state, client).await?;
+    check_address_limit(state, address).await?;
     let rules = BodyRules {
         max_bytes: MAX_BODY_BYTES,
         timeout: state.body_timeout,
     };
     let body = body::read(req, payload, &rules).await?;
     let fields = parse_fields(req, &body)?;
-    let client_id = authenticate_client(req, &state.clients)?;
-    if let Some(id) = &client_id {
-        tracing::Span::current().record("client", id.as_str());
+    let client = authenticate_client(req, &state.clients, &state.public_clients)?;
+    // A public client proves nothing: the span names the client the record names.
+    if let Some(id) = client.confidential() {
+        tracing::Span::current().record("client", id);
     }
-    if state.require_client_auth && client_id.is_none() {
+    if state.require_client_auth && client.confidential().is_none() {
         return Err(ApiError::invalid_client(
-            "this server requires HTTP Basic client authentication; add client_id and client_secret to the credential file",
+            "this server requires HTTP Basic authentication as a confidential client; add client_id and client_secret to the credential file",
         )
         .into());
     }
     let mut exchange = build_request(fields)?;
     *target = state.broker.target_name(&exchange.audience);
-    exchange.context = request_context(req, client, client_id);
+    exchange.context = request_context(req, address, &client);
     state
         .broker
         .exchange(exchange)
@@ -516,11 +520,7 @@ fn build_request(f: Fields) -> Result<ExchangeRequest, ApiError> {
 }
 
 /// What the issuance record keeps about the HTTP request, each value bounded.
-fn request_context(
-    req: &HttpRequest,
-    client: Option<IpAddr>,
-    client_id: Option<String>,
-) -> RequestContext {
+fn request_context(req: &HttpRequest, address: Option<IpAddr>, client: &Client) -> RequestContext {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -537,10 +537,14 @@ fn request_context(
             .extensions()
             .get::<ServerRequestId>()
             .map(|r| r.0.clone()),
-        client_addr: client.map(|ip| ip.to_string()),
+        client_addr: address.map(|ip| ip.to_string()),
         user_agent: header("user-agent"),
         api_client: header("x-goog-api-client"),
-        client_id,
+        client_id: client.confidential().map(str::to_owned),
+        claimed_client: match client {
+            Client::Public(id) => Some(id.clone()),
+            _ => None,
+        },
     }
 }
 
@@ -587,13 +591,43 @@ fn is_project(p: &str) -> bool {
         })
 }
 
-/// Checks HTTP Basic client authentication when it is sent; returns the client id.
-fn authenticate_client(
+/// Who a caller said it was with HTTP Basic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Client {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A configured client that proved its secret.
+    Confidential(String),
+    /// A public client: its id and published secret prove nothing.
+    Public(String),
+}
+
+impl Client {
+    /// The id the caller named, proven or not.
+    pub(super) fn id(&self) -> Option<&str> {
+        match self {
+            Client::Anonymous => None,
+            Client::Confidential(id) | Client::Public(id) => Some(id),
+        }
+    }
+
+    /// The id of a client that proved its secret.
+    pub(super) fn confidential(&self) -> Option<&str> {
+        match self {
+            Client::Confidential(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Checks HTTP Basic client authentication when it is sent.
+pub(super) fn authenticate_client(
     req: &HttpRequest,
     clients: &[ClientSettings],
-) -> Result<Option<String>, ApiError> {
+    public: &[PublicClientSettings],
+) -> Result<Client, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Ok(None);
+        return Ok(Client::Anonymous);
     };
     let value = value
         .to_str()
@@ -609,6 +643,17 @@ fn authenticate_client(
     let (id, secret) = decode_basic(encoded.trim()).ok_or_else(|| {
         ApiError::invalid_client("the Basic credentials are not base64 of id:secret")
     })?;
+    if let Some(p) = public.iter().find(|p| p.id == id) {
+        // The secret is published, so it proves nothing; another one means the caller is
+        // not the software that ships with it, or has a broken file.
+        return if constant_time_eq(p.secret.as_bytes(), secret.as_bytes()) {
+            Ok(Client::Public(id))
+        } else {
+            Err(ApiError::invalid_client(
+                "wrong client secret for this public client id; use the secret its software ships with",
+            ))
+        };
+    }
     if clients.is_empty() {
         return Err(ApiError::invalid_client(
             "client authentication is not configured on this server; remove client_id and client_secret from the credential file",
@@ -623,7 +668,7 @@ fn authenticate_client(
             )
     });
     match known {
-        Some(c) => Ok(Some(c.id.clone())),
+        Some(c) => Ok(Client::Confidential(c.id.clone())),
         None => Err(ApiError::invalid_client(
             "unknown client id or wrong client secret",
         )),
@@ -684,7 +729,7 @@ pub mod fuzzing {
             azp: Vec::new(),
             targets: Vec::new(),
         }];
-        authenticate_client(&req, &clients).is_ok()
+        authenticate_client(&req, &clients, &[PublicClientSettings::cloud_sdk()]).is_ok()
     }
 }
 

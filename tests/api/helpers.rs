@@ -94,6 +94,26 @@ pub async fn spawn_replica(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -
     app
 }
 
+/// `n` app instances sharing one fresh database on `backend`, one dev issuer and one Google
+/// stand-in, each configured by `tweak`; `None` when Postgres is unreachable outside CI.
+pub async fn spawn_replicas(
+    backend: Backend,
+    n: usize,
+    tweak: impl Fn(&mut Settings),
+) -> Option<Vec<TestApp>> {
+    let db = Arc::new(TestDb::create(backend).await?);
+    let issuer = DevIssuer::start(loopback()).expect("dev issuer");
+    let google = GoogleStandIn::start(loopback()).expect("google stand-in");
+    let mut apps = Vec::with_capacity(n);
+    for _ in 0..n {
+        let app =
+            start_app_with_upstreams(issuer.clone(), google.clone(), db.clone(), &tweak).await;
+        app.wait_ready().await;
+        apps.push(app);
+    }
+    Some(apps)
+}
+
 async fn start_app_with_upstreams(
     issuer: DevIssuer,
     google: GoogleStandIn,

@@ -571,6 +571,7 @@ pub fn old_record(subject: &str, days_ago: i64) -> IssuanceRecord {
         client_addr: None,
         user_agent: None,
         api_client: None,
+        claimed_client: None,
     }
 }
 
