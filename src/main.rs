@@ -71,6 +71,9 @@ enum Command {
         /// Write the file here (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Project the client libraries bill API calls to (`quota_project_id`).
+        #[arg(long)]
+        quota_project: Option<String>,
     },
     /// Exchange the signed-in person's token at sts-bridge and print only the Google token.
     PrintAccessToken {
@@ -239,7 +242,13 @@ async fn main() -> ExitCode {
             server,
             profile,
             out,
-        } => credentials_file(&server, &profile.profile, out.as_deref()),
+            quota_project,
+        } => credentials_file(
+            &server,
+            &profile.profile,
+            out.as_deref(),
+            quota_project.as_deref(),
+        ),
         Command::PrintAccessToken {
             server,
             profile,
@@ -303,6 +312,7 @@ fn credentials_file(
     server: &ServerArgs,
     profile: &str,
     out: Option<&std::path::Path>,
+    quota_project: Option<&str>,
 ) -> Result<(), String> {
     client::store::check_profile_name(profile).map_err(|e| e.to_string())?;
     let server =
@@ -312,7 +322,7 @@ fn credentials_file(
     let exe = std::env::current_exe()
         .and_then(std::fs::canonicalize)
         .map_err(|e| format!("cannot find this program's own path: {e}"))?;
-    let file = client::exchange::credentials_file(&server, &exe, profile);
+    let file = client::exchange::credentials_file(&server, &exe, profile, quota_project);
     let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
     match out {
         Some(path) => {

@@ -151,14 +151,20 @@ fn shell_quote(word: &str) -> String {
 }
 
 /// An `external_account` file whose subject token comes from `exe auth0-token` and whose
-/// exchange goes to `server`.
-pub fn credentials_file(server: &Server, exe: &std::path::Path, profile: &str) -> Value {
+/// exchange goes to `server`; with `quota_project`, the libraries bill API calls to it
+/// (`x-goog-user-project`).
+pub fn credentials_file(
+    server: &Server,
+    exe: &std::path::Path,
+    profile: &str,
+    quota_project: Option<&str>,
+) -> Value {
     let command = format!(
         "{} auth0-token --profile {}",
         shell_quote(&exe.display().to_string()),
         shell_quote(profile)
     );
-    json!({
+    let mut file = json!({
         "type": "external_account",
         "audience": server.target,
         "subject_token_type": TOKEN_TYPE_JWT,
@@ -170,7 +176,11 @@ pub fn credentials_file(server: &Server, exe: &std::path::Path, profile: &str) -
                 "timeout_millis": EXECUTABLE_TIMEOUT_MILLIS,
             }
         }
-    })
+    });
+    if let Some(project) = quota_project {
+        file["quota_project_id"] = project.into();
+    }
+    file
 }
 
 #[cfg(test)]
@@ -195,7 +205,13 @@ mod tests {
     #[test]
     fn credentials_file_names_the_token_and_introspection_routes() {
         let server = Server::new("https://sts.example.com/", "bigquery").unwrap();
-        let file = credentials_file(&server, std::path::Path::new("/opt/sts bridge"), "work");
+        let file = credentials_file(
+            &server,
+            std::path::Path::new("/opt/sts bridge"),
+            "work",
+            None,
+        );
+        assert!(file.get("quota_project_id").is_none());
         assert_eq!(file["token_url"], "https://sts.example.com/v1/token");
         assert_eq!(
             file["token_info_url"],
@@ -206,5 +222,7 @@ mod tests {
             file["credential_source"]["executable"]["command"],
             "'/opt/sts bridge' auth0-token --profile work"
         );
+        let billed = credentials_file(&server, std::path::Path::new("/x"), "p", Some("proj-1"));
+        assert_eq!(billed["quota_project_id"], "proj-1");
     }
 }
