@@ -6,6 +6,7 @@ pub mod audit;
 pub mod breaker;
 pub mod broker;
 pub mod causes;
+pub mod client;
 pub mod config;
 pub mod devstack;
 #[cfg(feature = "fuzzing")]

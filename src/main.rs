@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use sts_bridge::assertion::{generate_file, KeyAlgorithm, Minter};
 use sts_bridge::config::Settings;
-use sts_bridge::{devstack, startup::Application, telemetry};
+use sts_bridge::{client, devstack, startup::Application, telemetry};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,6 +47,47 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Sign in to the identity provider (device code, or the browser) and keep the sign-in.
+    Login(LoginArgs),
+    /// Forget the stored sign-in (and revoke it at the identity provider if it allows).
+    Logout {
+        #[command(flatten)]
+        profile: ProfileArg,
+    },
+    /// Print the signed-in person's access token as Google's executable-sourced
+    /// credentials expect it (renewed when less than a minute is left).
+    #[command(name = "auth0-token")]
+    Auth0Token {
+        #[command(flatten)]
+        profile: ProfileArg,
+    },
+    /// Write an external_account credential file that runs `sts-bridge auth0-token` and
+    /// exchanges at sts-bridge.
+    CredentialsFile {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Write the file here (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Project the client libraries bill API calls to (`quota_project_id`).
+        #[arg(long)]
+        quota_project: Option<String>,
+    },
+    /// Exchange the signed-in person's token at sts-bridge and print only the Google token.
+    PrintAccessToken {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Google scope to ask for (repeatable); the target's default scopes otherwise.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Serve the signed-in person's Google token to Google client libraries as a GCE
+    /// metadata server does (loopback only; set GCE_METADATA_HOST and GCE_METADATA_IP).
+    MetadataServer(Box<MetadataArgs>),
     /// Print the bridge's public keys as the JWKS a Google workforce provider accepts
     /// (`gcloud … create-oidc --jwk-json-path=FILE`, Terraform `jwks_json`).
     Jwks {
@@ -54,6 +95,61 @@ enum Command {
         #[arg(long, env = "STS_BRIDGE_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct ProfileArg {
+    /// Name of the stored sign-in.
+    #[arg(long, env = "STS_BRIDGE_PROFILE", default_value = "default")]
+    profile: String,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// sts-bridge's base URL, e.g. https://sts-bridge.internal.
+    #[arg(long, env = "STS_BRIDGE_SERVER")]
+    server: String,
+    /// The sts-bridge target to exchange for, e.g. bigquery.
+    #[arg(long, env = "STS_BRIDGE_TARGET")]
+    target: String,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// Issuer URL, e.g. https://TENANT.auth0.com/ (remembered in the profile).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The OAuth client id of a native application (remembered in the profile).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// The API identifier sts-bridge accepts (Auth0 `audience`; remembered in the profile).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Sign in through the browser (PKCE, loopback redirect) instead of with a device code.
+    #[arg(long)]
+    browser: bool,
+    #[command(flatten)]
+    profile: ProfileArg,
+}
+
+#[derive(Args)]
+struct MetadataArgs {
+    /// Loopback address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    profile: ProfileArg,
+    /// Project id to answer project/project-id with.
+    #[arg(long)]
+    project: Option<String>,
+    /// Account email to show; the person's (from their token) otherwise.
+    #[arg(long)]
+    email: Option<String>,
+    /// Scope advertised for the account (repeatable); cloud-platform otherwise.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +225,38 @@ async fn main() -> ExitCode {
             )
         }),
         Command::Jwks { config } => print_jwks(config),
+        Command::Auth0Token { profile } => return auth0_token(&profile.profile).await,
+        Command::Login(args) => client::login::login(client::login::LoginOptions {
+            profile: args.profile.profile,
+            issuer: args.issuer,
+            client_id: args.client_id,
+            audience: args.audience,
+            browser: args.browser,
+        })
+        .await
+        .map_err(|e| e.to_string()),
+        Command::Logout { profile } => client::login::logout(&profile.profile)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::CredentialsFile {
+            server,
+            profile,
+            out,
+            quota_project,
+        } => credentials_file(
+            &server,
+            &profile.profile,
+            out.as_deref(),
+            quota_project.as_deref(),
+        ),
+        Command::PrintAccessToken {
+            server,
+            profile,
+            scopes,
+        } => print_access_token(&server, &profile.profile, &scopes)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::MetadataServer(args) => metadata_server(*args).await.map_err(|e| e.to_string()),
         Command::Dev(args) => match args.command {
             Some(DevCommand::Token {
                 sub,
@@ -165,6 +293,84 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the executable-sourced answer; nothing else may reach stdout or stderr, which
+/// google-auth reads together as the answer.
+async fn auth0_token(profile: &str) -> ExitCode {
+    let result =
+        client::auth0_token::fresh_session(profile, client::auth0_token::MIN_LEFT_SECS).await;
+    println!("{}", client::auth0_token::executable_answer(&result));
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn credentials_file(
+    server: &ServerArgs,
+    profile: &str,
+    out: Option<&std::path::Path>,
+    quota_project: Option<&str>,
+) -> Result<(), String> {
+    client::store::check_profile_name(profile).map_err(|e| e.to_string())?;
+    let server =
+        client::exchange::Server::new(&server.server, &server.target).map_err(|e| e.to_string())?;
+    // google-auth runs the command without a shell or PATH lookup guarantees: name this
+    // very binary by its absolute path.
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| format!("cannot find this program's own path: {e}"))?;
+    let file = client::exchange::credentials_file(&server, &exe, profile, quota_project);
+    let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
+    match out {
+        Some(path) => {
+            client::store::write_private(path, text.as_bytes())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {}; use it with GOOGLE_APPLICATION_CREDENTIALS={} and \
+                 GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1",
+                path.display(),
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+async fn print_access_token(
+    server: &ServerArgs,
+    profile: &str,
+    scopes: &[String],
+) -> Result<(), client::ClientError> {
+    let server = client::exchange::Server::new(&server.server, &server.target)?;
+    let session =
+        client::auth0_token::fresh_session(profile, client::auth0_token::MIN_LEFT_SECS).await?;
+    let token = client::exchange::exchange(
+        &client::http_client(),
+        &server,
+        &session.access_token,
+        scopes,
+    )
+    .await?;
+    println!("{}", token.access_token.expose());
+    Ok(())
+}
+
+async fn metadata_server(args: MetadataArgs) -> Result<(), client::ClientError> {
+    let server = client::exchange::Server::new(&args.server.server, &args.server.target)?;
+    client::store::check_profile_name(&args.profile.profile)?;
+    client::metadata_server::run(client::metadata_server::MetadataOptions {
+        listen: args.listen,
+        server,
+        profile: args.profile.profile,
+        project: args.project,
+        email: args.email,
+        scopes: args.scopes,
+    })
+    .await
 }
 
 /// The configuration and, when it has an `[assertion]` issuer, its loaded keys.

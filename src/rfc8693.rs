@@ -1,5 +1,7 @@
 //! RFC 8693 token type identifiers shared by configuration, the route layer and the broker.
 
+/// The RFC 8693 token-exchange grant.
+pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// RFC 8693 token type of a JWT.
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// RFC 8693 token type of an OAuth access token.

@@ -32,6 +32,13 @@ pub async fn run(mut opts: DevOptions) -> Result<(), String> {
     opts.listen = service_listener.local_addr().map_err(|e| e.to_string())?;
     let issuer = DevIssuer::start(issuer_listener).map_err(|e| e.to_string())?;
     let google = GoogleStandIn::start(google_listener).map_err(|e| e.to_string())?;
+    // `sts-bridge login` against the dev issuer signs alice in without a browser.
+    issuer.auto_approve(Some(MintRequest {
+        sub: "auth0|alice".into(),
+        permissions: vec!["read:bigquery".into()],
+        extra: serde_json::Map::from_iter([("email".to_owned(), "alice@example.com".into())]),
+        ..Default::default()
+    }));
     let mut settings = super::settings(&issuer, &google, opts.listen);
     settings.audit.sqlite_path = opts.dir.join("sts-bridge.sqlite");
     // The safe setup first: Google trusts only the bridge, which signs its own assertions.
@@ -158,11 +165,19 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
    After the hour, mint a fresh one into the same file (written 0600):
      {exe} dev token{issuer_flag} --sub 'auth0|alice' --permission read:bigquery --out {token}
 
+4. Or sign in as a data engineer would (the dev issuer approves alice at once) and let
+   any Google client library use a local metadata server:
+     {exe} login --issuer {issuer} --client-id {client} --audience {audience}
+     {exe} print-access-token --server {service} --target {target}
+     {exe} metadata-server --server {service} --target {target} --listen 127.0.0.1:0
+
 Press Ctrl-C to stop.
 "#,
         issuer = issuer.issuer(),
         google = google.token_url(),
         target = super::DEV_TARGET,
+        client = super::DEV_CLIENT,
+        audience = super::DEV_AUDIENCE,
         bridge = service,
         provider = super::DEV_PROVIDER,
         project = super::DEV_USER_PROJECT,

@@ -109,8 +109,10 @@ pub struct MintRequest {
     pub extra: serde_json::Map<String, Value>,
 }
 
-struct State {
-    url: String,
+pub(super) struct State {
+    pub(super) url: String,
+    /// Interactive sign-in: device flow, PKCE, refresh tokens.
+    pub(super) login: super::login::LoginState,
     keys: Mutex<Vec<SigningKey>>,
     jwks_requests: AtomicUsize,
     discovery_requests: AtomicUsize,
@@ -145,6 +147,7 @@ impl DevIssuer {
             jwks_failure: Mutex::new(None),
             raw_jwks: Mutex::new(Vec::new()),
             jwks_uri: Mutex::new(None),
+            login: Default::default(),
         });
         let handle = super::serve(listener, state.clone(), |app| {
             app.route(
@@ -153,7 +156,8 @@ impl DevIssuer {
             )
             .route("/.well-known/jwks.json", web::get().to(jwks))
             .route("/keys/jwks.json", web::get().to(jwks))
-            .route("/dev/token", web::post().to(mint_route));
+            .route("/dev/token", web::post().to(mint_route))
+            .configure(super::login::routes);
         })?;
         Ok(Self {
             state,
@@ -281,6 +285,68 @@ impl DevIssuer {
         }
     }
 
+    /// Approves the device sign-in showing `user_code` as `person`; false when no such
+    /// sign-in is waiting.
+    pub fn approve_device(&self, user_code: &str, person: MintRequest) -> bool {
+        self.state.login.decide(user_code, Some(person))
+    }
+
+    /// Denies the device sign-in showing `user_code` (the person pressed "Cancel").
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        self.state.login.decide(user_code, None)
+    }
+
+    /// User codes of every device sign-in begun so far, oldest first.
+    pub fn device_user_codes(&self) -> Vec<String> {
+        self.state.login.user_codes()
+    }
+
+    /// Signs `person` in at once, with no approval, in the device flow and at
+    /// `/authorize`; `None` waits for [`DevIssuer::approve_device`] (and refuses `/authorize`).
+    pub fn auto_approve(&self, person: Option<MintRequest>) {
+        self.state
+            .login
+            .settings
+            .lock()
+            .expect("settings")
+            .auto_approve = person;
+    }
+
+    /// Lifetime of the access tokens that sign-in and refresh hand out (default 3600 s).
+    pub fn set_login_token_ttl(&self, secs: u64) {
+        self.state
+            .login
+            .settings
+            .lock()
+            .expect("settings")
+            .access_ttl_secs = secs;
+    }
+
+    /// Lifetime of new device codes (default 900 s).
+    pub fn set_device_code_ttl(&self, secs: u64) {
+        self.state
+            .login
+            .settings
+            .lock()
+            .expect("settings")
+            .device_ttl_secs = secs;
+    }
+
+    /// Answers the next `polls` device-flow polls with `slow_down`.
+    pub fn force_slow_down(&self, polls: usize) {
+        self.state
+            .login
+            .settings
+            .lock()
+            .expect("settings")
+            .forced_slow_downs = polls;
+    }
+
+    /// Whether `refresh_token` would be accepted now (each is good for one use).
+    pub fn refresh_token_alive(&self, refresh_token: &str) -> bool {
+        self.state.login.refresh_token_alive(refresh_token)
+    }
+
     /// Stops the server.
     pub async fn stop(&self) {
         self.handle.stop(false).await;
@@ -288,7 +354,7 @@ impl DevIssuer {
 }
 
 impl State {
-    fn current_kid(&self) -> String {
+    pub(super) fn current_kid(&self) -> String {
         let keys = self.keys.lock().expect("keys");
         self.current_kid_locked(&keys)
     }
@@ -301,7 +367,7 @@ impl State {
             .expect("a published key")
     }
 
-    fn sign(&self, kid: &str, claims: &Value) -> String {
+    pub(super) fn sign(&self, kid: &str, claims: &Value) -> String {
         let algorithm = {
             let keys = self.keys.lock().expect("keys");
             keys.iter()
@@ -322,7 +388,7 @@ impl State {
         jsonwebtoken::encode(header, claims, &key.encoding).expect("signing")
     }
 
-    fn claims(&self, req: &MintRequest) -> Value {
+    pub(super) fn claims(&self, req: &MintRequest) -> Value {
         let now = jsonwebtoken::get_current_timestamp();
         let machine = req.sub.ends_with("@clients");
         let mut claims = json!({
@@ -360,6 +426,9 @@ async fn discovery(state: web::Data<State>) -> HttpResponse {
         "issuer": url,
         "authorization_endpoint": format!("{url}authorize"),
         "token_endpoint": format!("{url}oauth/token"),
+        "device_authorization_endpoint": format!("{url}oauth/device/code"),
+        "revocation_endpoint": format!("{url}oauth/revoke"),
+        "code_challenge_methods_supported": ["S256", "plain"],
         "jwks_uri": jwks_uri,
         "response_types_supported": ["code", "token", "id_token", "code token", "code id_token"],
         "subject_types_supported": ["public"],

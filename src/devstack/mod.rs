@@ -7,6 +7,7 @@ pub mod cli;
 mod google;
 mod iam;
 mod issuer;
+mod login;
 
 pub use bigquery::{BigQueryCall, BigQueryStandIn};
 pub use google::{BridgeTrust, Fault, GoogleStandIn, IssuedToken, StsCall};
