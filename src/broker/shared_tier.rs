@@ -462,3 +462,74 @@ async fn watch(tier: Weak<SharedTier>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn tier_without_redis() -> Arc<SharedTier> {
+        let settings = CacheSettings {
+            // Nothing listens there: the tier starts down, which sealing does not need.
+            redis_url: Some("redis://127.0.0.1:1/".into()),
+            redis_key: Some("42".repeat(32)),
+            ..CacheSettings::default()
+        };
+        SharedTier::connect(&settings, Arc::new(Metrics::new()))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn credential(token: &str) -> CachedCredential {
+        CachedCredential::new(Token::new(token), Instant::now(), Duration::from_secs(3600))
+    }
+
+    #[tokio::test]
+    async fn a_sealed_value_opens_only_under_its_own_name_and_unaltered() {
+        let tier = tier_without_redis().await;
+        assert!(!tier.is_up());
+        let sealed = tier.seal("p:v:aa", &credential("ya29.secret"));
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+
+        let opened = tier.open("p:v:aa", &sealed).expect("opens under its name");
+        assert_eq!(opened.token.expose(), "ya29.secret");
+        let left = opened.remaining().as_secs();
+        assert!((3590..=3600).contains(&left), "{left}");
+
+        assert!(
+            tier.open("p:v:bb", &sealed).is_none(),
+            "moved to another key"
+        );
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(tier.open("p:v:aa", &altered).is_none(), "altered");
+        assert!(tier.open("p:v:aa", &sealed[..10]).is_none(), "truncated");
+    }
+
+    #[tokio::test]
+    async fn a_down_tier_falls_back_to_the_callers_own_fetch() {
+        let tier = tier_without_redis().await;
+        let identity = crate::identity::Identity {
+            issuer: "https://issuer/".into(),
+            subject: "auth0|alice".into(),
+            client_id: None,
+            audiences: vec![],
+            scopes: vec![],
+            permissions: vec![],
+            groups: vec![],
+            roles: vec![],
+            grant_types: vec![],
+            email: None,
+            name: None,
+            expires_at: 0,
+            claims_digest: [0; 32],
+        };
+        let key = crate::broker::CacheKey::new(&identity, None, Arc::from("t"), vec![], None, None);
+        let obtained = tier
+            .obtain::<()>(&key, async { Ok(Arc::new(credential("ya29.own"))) })
+            .await
+            .unwrap();
+        assert!(!obtained.shared_hit);
+        assert_eq!(obtained.credential.token.expose(), "ya29.own");
+    }
+}
