@@ -14,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::Sha256;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often a replica whose tier is down asks Redis whether it is back.
@@ -47,7 +47,9 @@ enum Failure {
     Down,
     /// No answer within `cache.redis_timeout_ms`.
     Timeout,
-    /// Refused connection, protocol or server error.
+    /// Connection refused or dropped.
+    Unreachable,
+    /// Redis answered with an error (out of memory, read-only replica, …).
     Error,
 }
 
@@ -56,6 +58,7 @@ impl Failure {
         match self {
             Failure::Down => "down",
             Failure::Timeout => "timeout",
+            Failure::Unreachable => "unreachable",
             Failure::Error => "error",
         }
     }
@@ -71,7 +74,11 @@ pub struct Obtained {
 
 /// Redis as the shared second tier of the credential cache.
 pub struct SharedTier {
-    conn: ConnectionManager,
+    /// Replaced whole after a timeout: the client reconnects by itself when a connection
+    /// drops, but keeps a connection that merely stopped answering.
+    conn: RwLock<ConnectionManager>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     prefix: String,
     seal_key: LessSafeKey,
     name_key: [u8; 32],
@@ -122,14 +129,16 @@ impl SharedTier {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(PROBE_INTERVAL);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|_| SharedTierError::Url("not a usable Redis URL".into()))?;
         let seal_key = LessSafeKey::new(
             UnboundKey::new(&AES_256_GCM, &hmac(&master, &[b"sts-bridge tier2 seal"]))
                 .expect("32-byte AES-256 key"),
         );
         let tier = Arc::new(Self {
-            conn,
+            conn: RwLock::new(conn),
+            client,
+            config,
             prefix: settings.redis_key_prefix.clone(),
             seal_key,
             name_key: hmac(&master, &[b"sts-bridge tier2 name"]),
@@ -141,7 +150,7 @@ impl SharedTier {
         });
         tier.metrics.tier2_up(true);
         if !tier.probe().await {
-            tier.mark_down(Failure::Error);
+            tier.mark_down(Failure::Unreachable);
         }
         tokio::spawn(watch(Arc::downgrade(&tier)));
         Ok(Some(tier))
@@ -153,10 +162,30 @@ impl SharedTier {
     }
 
     async fn probe(&self) -> bool {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<String>(&mut conn);
-        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) if !e.is_timeout() => false,
+            _ => {
+                self.reconnect();
+                false
+            }
+        }
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.conn.read().expect("connection lock").clone()
+    }
+
+    /// Drops the connection that stopped answering for one made at the next command.
+    fn reconnect(&self) {
+        if let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        {
+            *self.conn.write().expect("connection lock") = fresh;
+        }
     }
 
     fn mark_down(&self, failure: Failure) {
@@ -173,14 +202,16 @@ impl SharedTier {
         }
     }
 
-    /// Runs `op` within the timeout; a failure marks the tier down and is counted.
+    /// Runs `op` within the timeout; a failure is counted, and marks the tier down when
+    /// Redis did not answer (an error answer says Redis is there: the next command may
+    /// well succeed).
     async fn run<T: redis::FromRedisValue>(&self, op: impl Into<Op>) -> Result<T, Failure> {
         if !self.is_up() {
             self.metrics.tier2_fallback(Failure::Down.as_str());
             return Err(Failure::Down);
         }
         let op = op.into();
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection();
         let answer = async {
             match &op {
                 Op::Cmd(cmd) => cmd.query_async::<T>(&mut conn).await,
@@ -190,11 +221,21 @@ impl SharedTier {
         let failure = match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if e.is_timeout() => Failure::Timeout,
+            Ok(Err(e))
+                if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() =>
+            {
+                Failure::Unreachable
+            }
             Ok(Err(_)) => Failure::Error,
             Err(_) => Failure::Timeout,
         };
         self.metrics.tier2_fallback(failure.as_str());
-        self.mark_down(failure);
+        if matches!(failure, Failure::Timeout) {
+            self.reconnect();
+        }
+        if !matches!(failure, Failure::Error) {
+            self.mark_down(failure);
+        }
         Err(failure)
     }
 

@@ -1,11 +1,11 @@
 //! The Redis the shared-tier tests use (127.0.0.1:6379, or TEST_REDIS_URL), a key prefix
 //! of each test's own, and a TCP proxy a test can cut to play Redis going away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use sts_bridge::config::Settings;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -129,12 +129,26 @@ impl Drop for TestRedis {
     }
 }
 
+/// Reads and never answers, until the client leaves or the next cut or stall.
+async fn hold(mut inbound: TcpStream, mut on_cut: watch::Receiver<u64>) {
+    let mut sink = [0u8; 1024];
+    tokio::select! {
+        _ = async { while inbound.read(&mut sink).await.is_ok_and(|n| n > 0) {} } => {}
+        _ = on_cut.changed() => {}
+    }
+}
+
+const FORWARD: u8 = 0;
+const CUT: u8 = 1;
+const STALL: u8 = 2;
+
 /// A TCP proxy in front of Redis. Cut, it drops every connection and closes each new one
-/// at once (what a replica sees when Redis dies); restored, it forwards again.
+/// at once (what a replica sees when Redis dies); stalled, it drops every connection and
+/// holds new ones open without an answer (a hung Redis); restored, it forwards again.
 pub struct CuttableProxy {
     /// `127.0.0.1:port` to connect to.
     pub addr: String,
-    open: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
     cut: watch::Sender<u64>,
 }
 
@@ -143,39 +157,56 @@ impl CuttableProxy {
     pub async fn start(upstream: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap().to_string();
-        let open = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(FORWARD));
         let (cut, _) = watch::channel(0u64);
-        let (accept_open, cuts, upstream) = (open.clone(), cut.clone(), upstream.to_owned());
+        let (accept_mode, cuts, upstream) = (mode.clone(), cut.clone(), upstream.to_owned());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !accept_open.load(Ordering::SeqCst) {
-                    let _ = inbound.shutdown().await;
-                    continue;
-                }
                 let mut on_cut = cuts.subscribe();
-                let upstream = upstream.clone();
+                match accept_mode.load(Ordering::SeqCst) {
+                    CUT => {
+                        let _ = inbound.shutdown().await;
+                        continue;
+                    }
+                    STALL => {
+                        tokio::spawn(hold(inbound, on_cut));
+                        continue;
+                    }
+                    _ => {}
+                }
+                let (upstream, mode) = (upstream.clone(), accept_mode.clone());
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
                         _ = on_cut.changed() => {}
+                    }
+                    if mode.load(Ordering::SeqCst) == STALL {
+                        drop(outbound);
+                        hold(inbound, on_cut).await;
                     }
                 });
             }
         });
-        Self { addr, open, cut }
+        Self { addr, mode, cut }
     }
 
     /// Drops every connection and refuses new ones until [`Self::restore`].
     pub fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
+        self.mode.store(CUT, Ordering::SeqCst);
         self.cut.send_modify(|n| *n += 1);
     }
 
-    /// Forwards again.
+    /// Leaves every connection open but silent until [`Self::restore`]; new ones too.
+    pub fn stall(&self) {
+        self.mode.store(STALL, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Forwards again (stalled connections stay silent: the client must give them up).
     pub fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.mode.store(FORWARD, Ordering::SeqCst);
     }
 }

@@ -244,3 +244,95 @@ async fn redis_cut_mid_run_fails_no_request_and_the_tier_recovers() {
     access_token(&app, &app.token_for("auth0|after")).await;
     assert_eq!(redis.value_keys().await.len(), before + 1);
 }
+
+#[tokio::test]
+async fn a_hung_redis_costs_each_request_at_most_the_timeout_and_the_tier_recovers() {
+    let Some(redis) = TestRedis::connect().await else {
+        return;
+    };
+    let proxy = CuttableProxy::start(&redis.addr).await;
+    let app = spawn_app_with(|s| {
+        redis.configure(s, &proxy.addr);
+        s.cache.redis_timeout_ms = 50;
+    })
+    .await;
+    access_token(&app, &app.token_for("auth0|before")).await;
+
+    // Connections stay open and silent: only the command timeout notices.
+    proxy.stall();
+    for i in 0..10 {
+        let started = Instant::now();
+        access_token(&app, &app.token_for(&format!("auth0|hung-{i}"))).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "request {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        sample(&metrics, "sts_bridge_cache_tier2_up", &[]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "sts_bridge_cache_tier2_fallbacks_total",
+            &[("reason", "timeout")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // The silent connection is given up, not waited on for ever.
+    proxy.restore();
+    let restored = Instant::now();
+    while tier2_up(&app).await != Some(1.0) {
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = redis.value_keys().await.len();
+    access_token(&app, &app.token_for("auth0|after")).await;
+    assert_eq!(redis.value_keys().await.len(), before + 1);
+}
+
+#[tokio::test]
+async fn a_replica_waits_for_another_replicas_exchange_only_as_long_as_configured() {
+    let Some(redis) = TestRedis::connect().await else {
+        return;
+    };
+    let short_wait = |s: &mut Settings| {
+        redis.configure(s, &redis.addr);
+        s.cache.redis_lock_wait_ms = 200;
+    };
+    let a = spawn_app_with(short_wait).await;
+    let b = spawn_replica(&a, short_wait).await;
+    // The first exchange outlasts the wait: the second replica gives up and exchanges.
+    a.google.set_delay(Duration::from_millis(1000));
+    let token = a.token_for("auth0|alice");
+
+    let started = Instant::now();
+    let (first, second) = tokio::join!(access_token(&a, &token), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        access_token(&b, &token).await
+    });
+
+    assert!(!first.is_empty() && !second.is_empty());
+    assert_eq!(a.google.call_count(), 2);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let metrics = scrape(&b).await;
+    let gave_up: f64 = ["timeout", "abandoned"]
+        .iter()
+        .filter_map(|o| {
+            sample(
+                &metrics,
+                "sts_bridge_cache_tier2_lock_waits_total",
+                &[("outcome", o)],
+            )
+        })
+        .sum();
+    assert_eq!(gave_up, 1.0);
+}
