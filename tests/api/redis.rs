@@ -23,6 +23,7 @@ pub struct TestRedis {
     /// The prefix of this test's keys.
     pub prefix: String,
     conn: redis::aio::MultiplexedConnection,
+    client: redis::Client,
 }
 
 impl TestRedis {
@@ -52,6 +53,7 @@ impl TestRedis {
             addr,
             prefix: format!("sts-bridge-test:{}:", uuid::Uuid::new_v4().simple()),
             conn,
+            client,
         })
     }
 
@@ -111,20 +113,20 @@ impl TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        let (mut conn, pattern) = (self.conn.clone(), format!("{}*", self.prefix));
-        // Best effort: leave the shared server as it was found.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(pattern)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: Result<i64, _> =
-                        redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                }
-            });
+        // Best effort, on a blocking connection (the test's runtime is ending): leave the
+        // shared server as it was found.
+        let Ok(mut conn) = self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(1))
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
     }
 }
