@@ -191,7 +191,7 @@ impl SharedTier {
     fn mark_down(&self, failure: Failure) {
         if self.up.swap(false, Ordering::AcqRel) {
             self.metrics.tier2_up(false);
-            tracing::warn!(reason = failure.as_str(), "shared cache tier (Redis) unreachable; each replica uses its own cache and exchanges until it answers");
+            tracing::warn!(reason = failure.as_str(), "shared cache tier (Redis) unreachable; this replica uses its own cache and exchanges until it answers");
         }
     }
 
@@ -278,7 +278,8 @@ impl SharedTier {
     }
 
     /// The credential in `value`, if it was sealed under `name` with this key and has
-    /// life left.
+    /// more than the refresh margin left (entries expire before that, unless the clock of
+    /// the replica that wrote it runs ahead).
     fn open(&self, name: &str, value: &[u8]) -> Option<Arc<CachedCredential>> {
         let (&version, rest) = value.split_first()?;
         if version != VALUE_VERSION || rest.len() < NONCE_LEN + 8 {
@@ -294,6 +295,9 @@ impl SharedTier {
         let (expires, token) = plain.split_at_checked(8)?;
         let expires_ms = u64::from_be_bytes(expires.try_into().ok()?);
         let left = Duration::from_millis(expires_ms.checked_sub(unix_ms(SystemTime::now()))?);
+        if left <= self.refresh_margin {
+            return None;
+        }
         let token = Token::new(std::str::from_utf8(token).ok()?);
         Some(Arc::new(CachedCredential::new(token, Instant::now(), left)))
     }
@@ -545,6 +549,14 @@ mod tests {
         *altered.last_mut().unwrap() ^= 1;
         assert!(tier.open("p:v:aa", &altered).is_none(), "altered");
         assert!(tier.open("p:v:aa", &sealed[..10]).is_none(), "truncated");
+
+        // Inside the refresh margin a replica would refresh at once: not worth taking.
+        let late = CachedCredential::new(
+            Token::new("ya29.late"),
+            Instant::now(),
+            Duration::from_secs(200),
+        );
+        assert!(tier.open("p:v:aa", &tier.seal("p:v:aa", &late)).is_none());
     }
 
     #[tokio::test]

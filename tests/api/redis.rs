@@ -62,6 +62,9 @@ impl TestRedis {
         settings.cache.redis_url = Some(format!("redis://{addr}/"));
         settings.cache.redis_key = Some(TEST_KEY.into());
         settings.cache.redis_key_prefix = self.prefix.clone();
+        // Generous: the test machine may be loaded, and a slow answer would count as Redis
+        // being down. The tests of timeouts set their own.
+        settings.cache.redis_timeout_ms = 1000;
     }
 
     /// Every key of this test, with its value (a string's bytes, or a set's members joined).

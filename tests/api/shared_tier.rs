@@ -43,6 +43,19 @@ async fn tier2_up(app: &TestApp) -> Option<f64> {
     sample(&scrape(app).await, "sts_bridge_cache_tier2_up", &[])
 }
 
+/// Waits until `app` reaches Redis (its first probe may have been too slow on a loaded
+/// machine; the next one follows within a second).
+async fn until_tier2_up(app: &TestApp) {
+    let started = Instant::now();
+    while tier2_up(app).await != Some(1.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Redis never reached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_answer_two_hundred_cold_requests_with_one_upstream_call_and_one_token() {
     let Some(redis) = TestRedis::connect().await else {
@@ -51,7 +64,9 @@ async fn two_replicas_answer_two_hundred_cold_requests_with_one_upstream_call_an
     let Some(a) = spawn_app_on(Backend::Postgres, shared(&redis, &redis.addr)).await else {
         return;
     };
+    until_tier2_up(&a).await;
     let b = spawn_replica(&a, shared(&redis, &redis.addr)).await;
+    until_tier2_up(&b).await;
     // Google answers slowly, so every request arrives while the first exchange runs.
     a.google.set_delay(Duration::from_millis(300));
     let token = a.token_for("auth0|alice");
@@ -86,7 +101,9 @@ async fn a_credential_another_replica_obtained_is_served_as_cached_and_recorded(
         return;
     };
     let a = spawn_app_with(shared(&redis, &redis.addr)).await;
+    until_tier2_up(&a).await;
     let b = spawn_replica(&a, shared(&redis, &redis.addr)).await;
+    until_tier2_up(&b).await;
     let token = a.token_for("auth0|alice");
 
     let first = access_token(&a, &token).await;
@@ -118,6 +135,7 @@ async fn redis_holds_no_token_subject_or_issuer_in_clear() {
         return;
     };
     let app = spawn_app_with(shared(&redis, &redis.addr)).await;
+    until_tier2_up(&app).await;
     let mut secrets = vec![app.issuer.issuer()];
     for sub in ["auth0|alice", "auth0|bob", "auth0|carol"] {
         let token = app.token_for(sub);
@@ -147,6 +165,7 @@ async fn a_revoke_removes_the_subjects_credentials_from_redis() {
         return;
     };
     let app = spawn_app_with(shared(&redis, &redis.addr)).await;
+    until_tier2_up(&app).await;
     access_token(&app, &app.token_for("auth0|alice")).await;
     access_token(&app, &app.token_for("auth0|bob")).await;
     assert_eq!(redis.value_keys().await.len(), 2);
@@ -164,6 +183,7 @@ async fn a_revoke_removes_the_subjects_credentials_from_redis() {
     // Bob's entry stays; Alice's is gone.
     assert_eq!(redis.value_keys().await.len(), 1);
     let b = spawn_replica(&app, shared(&redis, &redis.addr)).await;
+    until_tier2_up(&b).await;
     access_token(&b, &b.token_for("auth0|bob")).await;
     assert_eq!(
         app.google.call_count(),
@@ -179,7 +199,7 @@ async fn redis_cut_mid_run_fails_no_request_and_the_tier_recovers() {
     };
     let proxy = CuttableProxy::start(&redis.addr).await;
     let app = Arc::new(spawn_app_with(shared(&redis, &proxy.addr)).await);
-    assert_eq!(tier2_up(&app).await, Some(1.0));
+    until_tier2_up(&app).await;
 
     // A steady stream of cold requests (a new subject each), so every one asks Redis.
     let stop = Arc::new(AtomicBool::new(false));
@@ -253,9 +273,10 @@ async fn a_hung_redis_costs_each_request_at_most_the_timeout_and_the_tier_recove
     let proxy = CuttableProxy::start(&redis.addr).await;
     let app = spawn_app_with(|s| {
         redis.configure(s, &proxy.addr);
-        s.cache.redis_timeout_ms = 50;
+        s.cache.redis_timeout_ms = 200;
     })
     .await;
+    until_tier2_up(&app).await;
     access_token(&app, &app.token_for("auth0|before")).await;
 
     // Connections stay open and silent: only the command timeout notices.
@@ -309,7 +330,9 @@ async fn a_replica_waits_for_another_replicas_exchange_only_as_long_as_configure
         s.cache.redis_lock_wait_ms = 200;
     };
     let a = spawn_app_with(short_wait).await;
+    until_tier2_up(&a).await;
     let b = spawn_replica(&a, short_wait).await;
+    until_tier2_up(&b).await;
     // The first exchange outlasts the wait: the second replica gives up and exchanges.
     a.google.set_delay(Duration::from_millis(1000));
     let token = a.token_for("auth0|alice");
