@@ -310,11 +310,6 @@ impl Broker {
         self
     }
 
-    /// The shared cache tier, when one is configured.
-    pub fn shared_tier(&self) -> Option<&Arc<SharedTier>> {
-        self.shared.as_ref()
-    }
-
     /// Drops `subject`'s credentials from the shared tier too (after a revocation), so no
     /// replica takes them from there again.
     pub async fn purge_shared_subject(&self, subject: &str) {

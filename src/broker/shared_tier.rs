@@ -309,12 +309,8 @@ impl SharedTier {
         Ok(value.and_then(|v| self.open(&names.value, &v)))
     }
 
-    /// Stores `credential` for `key` until its expiry minus the refresh margin, so another
-    /// replica never takes a credential it would have to refresh at once.
-    pub async fn put(&self, key: &CacheKey, credential: &CachedCredential) {
-        self.put_named(&self.names(key), credential).await;
-    }
-
+    /// Stores `credential` until its expiry minus the refresh margin, so another replica
+    /// never takes a credential it would have to refresh at once.
     async fn put_named(&self, names: &Names, credential: &CachedCredential) {
         let ttl = credential.remaining().saturating_sub(self.refresh_margin);
         if ttl < Duration::from_secs(1) {
