@@ -47,7 +47,8 @@ contract: venv
 venv-demo: $(DEMO_STAMP)
 
 ## bench: release build, then A/B/C/D alternately with wrk, cold storm, RSS, audit writer,
-## constant-rate p99; writes bench/results.md. Postgres from TEST_DATABASE_URL (default: local).
+## constant-rate p99, two replicas on one Redis (BENCH_REDIS_URL, default local); writes
+## bench/results.md. Postgres from TEST_DATABASE_URL (default: local).
 ## Pass a soak with BENCH_ARGS="--soak 10".
 RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 bench:

@@ -6,7 +6,7 @@
 //! request), then loads them in turn with wrk and the same google-auth form, round after
 //! round, so drifts of the shared cores hit all four alike. Then: the cold storm, RSS with
 //! 100,000 cached subjects, the audit writer alone, p99 at half of B's peak under a constant
-//! arrival rate, and optionally a soak. Figures go to stdout and `bench/results.md`.
+//! arrival rate, two replicas on one Redis and one Postgres, and optionally a soak. Figures go to stdout and `bench/results.md`.
 
 mod baseline;
 mod cpu;
@@ -49,6 +49,14 @@ pub struct Options {
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
     )]
     pub database_url: String,
+    /// Redis for the two-replica figure (shared cache tier); unreachable: the figure is
+    /// left out.
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis_url: String,
     /// Where the report is written.
     #[arg(long, default_value = "bench/results.md")]
     pub out: std::path::PathBuf,

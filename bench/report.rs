@@ -57,8 +57,26 @@ pub struct Figures {
     pub rss: Rss,
     /// Soak minutes.
     pub soak: Vec<SoakRow>,
+    /// Two replicas on one Redis, when Redis was reachable.
+    pub replicas: Option<TwoReplicas>,
     /// Seconds per configuration and round.
     pub seconds: u64,
+}
+
+/// Two replicas sharing the cache through Redis.
+pub struct TwoReplicas {
+    /// Upstream calls for 1,000 simultaneous first requests split across both.
+    pub storm_calls: usize,
+    /// Of those, answered 200.
+    pub storm_ok: usize,
+    /// Subjects each asked of both replicas at once.
+    pub subjects: usize,
+    /// Upstream calls per such subject (1.0 when the tier works).
+    pub calls_per_subject: f64,
+    /// wrk on both at once, requests per second summed.
+    pub combined_rps: f64,
+    /// Non-2xx answers and socket errors under wrk.
+    pub errors: u64,
 }
 
 /// Figures plus the environment they were measured in.
@@ -212,6 +230,17 @@ impl Report {
             f.rss.after.saturating_sub(f.rss.before) as f64 / f.subjects.max(1) as f64;
         let _ = writeln!(s, "\n## Other figures\n");
         let _ = writeln!(s, "- Cold storm: 1,000 simultaneous requests for one new subject on B: **{} upstream call(s)**, {} answered 200.", f.storm_calls, f.storm_ok);
+        match &f.replicas {
+            Some(r) => {
+                let _ = writeln!(s, "- Two replicas (validated-token cache on, records in one Postgres, cache shared through one Redis): cold storm of 1,000 simultaneous requests for one new subject split across both, **{} upstream call(s)**, {} answered 200; {} subjects each asked of both at once, **{:.3} upstream calls per subject**; wrk on both at once (-t2 -c32 each, {} s): **{:.0} req/s combined**, {} errors.", r.storm_calls, r.storm_ok, r.subjects, r.calls_per_subject, f.seconds, r.combined_rps, r.errors);
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "- Two replicas: not measured (Redis unreachable; set BENCH_REDIS_URL)."
+                );
+            }
+        }
         let _ = writeln!(s, "- Constant arrival rate on B at half its peak ({:.0} req/s for 10 s, 64 connections, latency from each request's scheduled time): p50 {:.2} ms, **p99 {:.2} ms**, {} answered, {} failed.", f.half.rate, f.half.p50_ms, f.half.p99_ms, f.half.answered, f.half.errors);
         let h = &f.half_sqlite;
         let _ = writeln!(s, "- The same arrival rate on C (records in SQLite): p50 {:.2} ms, p99 {:.2} ms, {} answered, {} failed.", h.p50_ms, h.p99_ms, h.answered, h.errors);

@@ -3,7 +3,7 @@
 use crate::cpu::{PerRequest, Ticks};
 use crate::http::{form_request, get_request, Conn};
 use crate::loadgen::{closed_loop, constant_rate, storm};
-use crate::report::{Figures, Phase, Report, Round, WriterFigures};
+use crate::report::{Figures, Phase, Report, Round, TwoReplicas, WriterFigures};
 use crate::wrk::{self, WrkResult};
 use crate::{secs, Options};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -110,6 +110,8 @@ struct Variant<'a> {
     name: &'a str,
     database_url: Option<&'a str>,
     token_cache: bool,
+    /// Redis URL and key prefix of the shared cache tier, when the variant has one.
+    redis: Option<(&'a str, &'a str)>,
 }
 
 fn config(
@@ -125,6 +127,14 @@ fn config(
             "sqlite_path = \"{}\"",
             dir.join(format!("{}.sqlite", variant.name)).display()
         ),
+    };
+    let shared_tier = match variant.redis {
+        // A fixed key: the bench's Redis entries are its own and dropped after the run.
+        Some((url, prefix)) => format!(
+            "redis_url = \"{url}\"\nredis_key = \"{}\"\nredis_key_prefix = \"{prefix}\"\n",
+            "ab".repeat(32)
+        ),
+        None => String::new(),
     };
     format!(
         r#"listen = "127.0.0.1:{port}"
@@ -149,6 +159,8 @@ clients = ["{client}"]
 [google]
 sts_url = "{sts}"
 
+[cache]
+{shared_tier}
 [cache.validated_tokens]
 enabled = {token_cache}
 
@@ -352,16 +364,19 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
         name: "b-postgres",
         database_url: Some(&db.url),
         token_cache: false,
+        redis: None,
     })?;
     let c = stack.spawn_bridge(&Variant {
         name: "c-sqlite",
         database_url: None,
         token_cache: false,
+        redis: None,
     })?;
     let d = stack.spawn_bridge(&Variant {
         name: "d-token-cache",
         database_url: Some(&db.url),
         token_cache: true,
+        redis: None,
     })?;
     for server in [b, c, d] {
         wait_ready(server, "/readyz").await?;
@@ -436,6 +451,8 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
         half_sqlite.rate, half_sqlite.p50_ms, half_sqlite.p99_ms
     );
 
+    let replicas = two_replicas(&mut stack, options, db, &script).await?;
+
     let writer = writer_throughput(&db.url).await?;
     println!("audit writer: {:.0} rows/s", writer.rows_per_sec);
 
@@ -443,6 +460,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
         name: "e-subjects",
         database_url: Some(&db.url),
         token_cache: true,
+        redis: None,
     })?;
     wait_ready(e, "/readyz").await?;
     let rss = many_subjects(&stack, e, options.subjects).await?;
@@ -476,10 +494,125 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
             subjects: options.subjects,
             rss,
             soak,
+            replicas,
             seconds: options.seconds,
         },
         postgres: db.version().await,
     }))
+}
+
+/// Two replicas on one Redis and one Postgres: a cold storm split across both, every
+/// subject asked of both, and wrk on both at once. `None` when Redis is unreachable.
+async fn two_replicas(
+    stack: &mut Stack,
+    options: &Options,
+    db: &BenchDb,
+    script: &Path,
+) -> BenchResult<Option<TwoReplicas>> {
+    let client = redis::Client::open(options.redis_url.as_str()).map_err(|e| e.to_string())?;
+    let mut conn =
+        match tokio::time::timeout(secs(2), client.get_multiplexed_async_connection()).await {
+            Ok(Ok(conn)) => conn,
+            _ => {
+                println!(
+                    "two replicas: skipped, Redis at {} unreachable",
+                    options.redis_url
+                );
+                return Ok(None);
+            }
+        };
+    let prefix = format!("sts-bridge-bench:{}:", std::process::id());
+    let shared = Some((options.redis_url.as_str(), prefix.as_str()));
+    let mut replicas = Vec::new();
+    for name in ["f-replica", "g-replica"] {
+        replicas.push(stack.spawn_bridge(&Variant {
+            name,
+            database_url: Some(&db.url),
+            token_cache: true,
+            redis: shared,
+        })?);
+    }
+    let (f, g) = (replicas[0], replicas[1]);
+    for server in [f, g] {
+        wait_ready(server, "/readyz").await?;
+    }
+    let result = measure_replicas(stack, options, script, f, g).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+    result.map(Some)
+}
+
+async fn measure_replicas(
+    stack: &Stack,
+    options: &Options,
+    script: &Path,
+    f: Server,
+    g: Server,
+) -> BenchResult<TwoReplicas> {
+    // Cold storm: 500 simultaneous first requests on each replica for one subject.
+    let token = stack.rsa_token("auth0|cold-storm-two-replicas");
+    let before = stack.google.call_count();
+    let (on_f, on_g) = tokio::join!(
+        storm(f.addr, Arc::new(stack.request(f, &token)), 500),
+        storm(g.addr, Arc::new(stack.request(g, &token)), 500)
+    );
+    let storm_calls = stack.google.call_count() - before;
+    let storm_ok = on_f.iter().chain(&on_g).filter(|s| **s == 200).count();
+    println!(
+        "two replicas, cold storm: {storm_calls} upstream call(s), {storm_ok} of 1000 answered 200"
+    );
+
+    // Each of many subjects asked of both replicas at once.
+    let subjects = 1000;
+    let before = stack.google.call_count();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..subjects {
+        let token = stack.rsa_token(&format!("auth0|replicated-{i}"));
+        let requests = [f, g].map(|s| (s, Arc::new(stack.request(s, &token))));
+        tasks.spawn(async move {
+            let [(f, rf), (g, rg)] = requests;
+            let (a, b) = tokio::join!(storm(f.addr, rf, 1), storm(g.addr, rg, 1));
+            a.into_iter().chain(b).filter(|s| *s == 200).count()
+        });
+        if tasks.len() >= 32 {
+            tasks.join_next().await;
+        }
+    }
+    tasks.join_all().await;
+    let calls_per_subject = (stack.google.call_count() - before) as f64 / subjects as f64;
+    println!("two replicas, {subjects} subjects asked of both: {calls_per_subject:.3} upstream calls per subject");
+
+    // Both replicas loaded at once, each by its own wrk with half the connections.
+    let duration = secs(options.seconds);
+    let (script_f, script_g) = (script.to_owned(), script.to_owned());
+    let (url_f, url_g) = (f.url(), g.url());
+    let on_f = std::thread::spawn(move || wrk::run(&url_f, &script_f, duration, 32));
+    let on_g = std::thread::spawn(move || wrk::run(&url_g, &script_g, duration, 32));
+    let (rf, rg) = (
+        on_f.join().map_err(|_| "wrk thread panicked")??,
+        on_g.join().map_err(|_| "wrk thread panicked")??,
+    );
+    let combined_rps = rf.rps + rg.rps;
+    println!(
+        "two replicas under wrk: {combined_rps:.0} req/s combined ({:.0} + {:.0}), errors {}",
+        rf.rps,
+        rg.rps,
+        rf.errors + rg.errors
+    );
+    Ok(TwoReplicas {
+        storm_calls,
+        storm_ok,
+        subjects,
+        calls_per_subject,
+        combined_rps,
+        errors: rf.errors + rg.errors,
+    })
 }
 
 /// 1,000 simultaneous first requests for one subject: (upstream calls, answers 200).

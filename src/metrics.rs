@@ -51,6 +51,11 @@ pub struct Metrics {
     revocation_notifications: IntCounter,
     revocation_listener_up: IntGauge,
     revocation_listener_reconnects: IntCounter,
+    tier2_up: IntGauge,
+    tier2_lookups: IntCounterVec,
+    tier2_lock_waits: IntCounterVec,
+    tier2_lock_wait_seconds: Histogram,
+    tier2_fallbacks: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -165,7 +170,7 @@ impl Metrics {
             suppressed_log_lines: counter(&r, "sts_bridge_log_lines_suppressed_total", "Log lines left out because their kind was over its rate, by kind.", &["kind"]),
             upstream_requests: counter(&r, "sts_bridge_upstream_requests_total", "Requests to Google and to issuers, by upstream and HTTP status (or transport error).", &["upstream", "code"]),
             upstream_seconds: histogram(&r, "sts_bridge_upstream_duration_seconds", "Latency of requests to Google and to issuers.", LATENCY_BUCKETS, &["upstream"]),
-            cache_lookups: counter(&r, "sts_bridge_cache_lookups_total", "Credential cache lookups: hit, miss (one upstream call) or coalesced (waited for another caller's call).", &["result"]),
+            cache_lookups: counter(&r, "sts_bridge_cache_lookups_total", "Credential cache lookups: hit, miss (one upstream call), shared (taken from the shared tier) or coalesced (waited for another caller's call).", &["result"]),
             cache_refreshes: counter(&r, "sts_bridge_cache_refreshes_total", "Background refreshes of credentials inside the refresh margin, by result.", &["result"]),
             cache_entries: gauge(&r, "sts_bridge_cache_entries", "Credentials currently cached."),
             validated_tokens: counter(&r, "sts_bridge_validated_token_cache_total", "Validated-token cache lookups: hit (signature check skipped) or miss (full validation).", &["result"]),
@@ -188,6 +193,13 @@ impl Metrics {
             revocation_notifications: plain_counter(&r, "sts_bridge_revocation_notifications_total", "Revocation changes announced by replicas (Postgres LISTEN/NOTIFY) and heard by this one."),
             revocation_listener_up: gauge(&r, "sts_bridge_revocation_listener_up", "1 while this replica listens for revocation changes, 0 while it reconnects (and always with SQLite or audit.revocation_push off)."),
             revocation_listener_reconnects: plain_counter(&r, "sts_bridge_revocation_listener_reconnects_total", "Times the revocation listener connected again after losing its connection."),
+            // Registered only when the tier is configured (`tier2_up`), so that an instance
+            // without Redis does not report a tier that is down.
+            tier2_up: IntGauge::new("sts_bridge_cache_tier2_up", "1 while the shared cache tier (Redis) answers, 0 while each replica falls back to its own cache; absent without cache.redis_url.").expect("valid gauge"),
+            tier2_lookups: counter(&r, "sts_bridge_cache_tier2_lookups_total", "Shared cache tier lookups after a local miss: hit (no upstream call) or miss.", &["result"]),
+            tier2_lock_waits: counter(&r, "sts_bridge_cache_tier2_lock_waits_total", "Waits for another replica's exchange, by outcome: served (its credential arrived), timeout or abandoned (it gave up without one; this replica then exchanged itself).", &["outcome"]),
+            tier2_lock_wait_seconds: plain_histogram(&r, "sts_bridge_cache_tier2_lock_wait_seconds", "Time spent waiting for another replica's exchange.", LATENCY_BUCKETS),
+            tier2_fallbacks: counter(&r, "sts_bridge_cache_tier2_fallbacks_total", "Shared cache tier operations skipped or failed, the replica then using its own cache and exchanges, by reason (down: known down, not tried; timeout; unreachable; error: Redis answered with an error).", &["reason"]),
             registry: r,
         }
     }
@@ -337,6 +349,30 @@ impl Metrics {
     /// The revocation listener connected again after losing its connection.
     pub fn revocation_listener_reconnected(&self) {
         self.revocation_listener_reconnects.inc();
+    }
+
+    /// The shared cache tier answers (`true`) or not.
+    pub fn tier2_up(&self, up: bool) {
+        // Registering twice fails harmlessly: the first registration stands.
+        let _ = self.registry.register(Box::new(self.tier2_up.clone()));
+        self.tier2_up.set(i64::from(up));
+    }
+
+    /// A shared cache tier lookup after a local miss.
+    pub fn tier2_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.tier2_lookups.with_label_values(&[result]).inc();
+    }
+
+    /// A wait for another replica's exchange: `served`, `timeout` or `abandoned`.
+    pub fn tier2_lock_wait(&self, outcome: &str, took: Duration) {
+        self.tier2_lock_waits.with_label_values(&[outcome]).inc();
+        self.tier2_lock_wait_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A shared cache tier operation skipped or failed for `reason`.
+    pub fn tier2_fallback(&self, reason: &str) {
+        self.tier2_fallbacks.with_label_values(&[reason]).inc();
     }
 
     /// The Prometheus text exposition, after setting the gauges read at scrape time.

@@ -3,7 +3,7 @@
 use crate::assertion::{AssertionError, Minter};
 use crate::audit::{self, Audit, AuditError, AuditWriter, Revocations, Store, WriterLimits};
 use crate::breaker::Breaker;
-use crate::broker::{Broker, GoogleClients};
+use crate::broker::{Broker, GoogleClients, SharedTier};
 use crate::config::{AuditSettings, ConfigError, Settings, TargetMode};
 use crate::google::{IamCredentialsClient, OwnIdentity, RetryPolicy, StsClient};
 use crate::identity::{KeySet, TokenCacheLimits, Validator};
@@ -192,6 +192,9 @@ pub enum StartupError {
     /// A signing key of the bridge's own issuer could not be loaded.
     #[error("{0}")]
     Assertion(#[from] AssertionError),
+    /// The shared cache tier is misconfigured (Redis being down is no error).
+    #[error("{0}")]
+    SharedTier(#[from] crate::broker::SharedTierError),
 }
 
 impl Application {
@@ -279,14 +282,17 @@ impl Application {
             max_age: Duration::from_secs(validated.max_secs),
         });
         let validator = Validator::new(key_sets, token_cache, metrics.clone());
-        let broker = Arc::new(Broker::new(
-            &settings,
-            validator,
-            google,
-            minter.clone(),
-            audit,
-            metrics,
-        ));
+        let broker = Arc::new(
+            Broker::new(
+                &settings,
+                validator,
+                google,
+                minter.clone(),
+                audit,
+                metrics.clone(),
+            )
+            .with_shared_tier(SharedTier::connect(&settings.cache, metrics).await?),
+        );
         spawn_revocation_poller(
             broker.clone(),
             Duration::from_secs(settings.audit.revocation_poll_secs),

@@ -88,6 +88,34 @@ impl CacheKey {
     pub fn user_project(&self) -> Option<&str> {
         self.user_project.as_deref()
     }
+
+    /// Every field, length-prefixed, in a form that is the same in every process and
+    /// release (unlike `Hash`): what the shared tier's key names are derived from.
+    pub(super) fn canonical_bytes(&self) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, part: Option<&[u8]>) {
+            match part {
+                None => out.push(0),
+                Some(bytes) => {
+                    out.push(1);
+                    out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        let mut out = b"sts-bridge cache key v1".to_vec();
+        put(&mut out, Some(self.issuer.as_bytes()));
+        put(&mut out, Some(self.subject.as_bytes()));
+        put(&mut out, Some(self.target.as_bytes()));
+        out.extend_from_slice(&(self.scopes.len() as u64).to_be_bytes());
+        for scope in &self.scopes {
+            put(&mut out, Some(scope.as_bytes()));
+        }
+        put(&mut out, self.user_project.as_deref().map(str::as_bytes));
+        put(&mut out, Some(self.kind.as_str().as_bytes()));
+        put(&mut out, self.service_account.as_deref().map(str::as_bytes));
+        put(&mut out, Some(&self.claims_digest));
+        out
+    }
 }
 
 /// Hash of the claims Google's attribute mapping and conditions may use: a changed group

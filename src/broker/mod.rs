@@ -2,10 +2,12 @@
 
 mod cache;
 mod firebase;
+mod shared_tier;
 mod targets;
 
 pub use cache::{CacheKey, CachedCredential, CredentialCache};
 pub use firebase::{uid_for, FirebaseError, FIREBASE_AUDIENCE};
+pub use shared_tier::{SharedTier, SharedTierError};
 pub use targets::{Target, TargetError, Targets};
 
 use crate::assertion::{minted_attributes, AssertionError, Minter};
@@ -241,6 +243,8 @@ pub struct Broker {
     own: Arc<OwnIdentity>,
     minter: Option<Arc<Minter>>,
     cache: CredentialCache,
+    /// The cache's second tier, shared by the replicas; `None` without Redis.
+    shared: Option<Arc<SharedTier>>,
     /// Google's recent refusals (4xx), by cache key; `None` when none are remembered.
     refusals: Option<moka::future::Cache<CacheKey, GoogleError>>,
     refresh_margin: Duration,
@@ -275,6 +279,7 @@ impl Broker {
                 settings.cache.max_entries,
                 Duration::from_secs(settings.cache.min_remaining_secs),
             ),
+            shared: None,
             refusals: (settings.google.refusal_memory_secs > 0).then(|| {
                 moka::future::Cache::builder()
                     .max_capacity(settings.cache.max_entries)
@@ -299,6 +304,20 @@ impl Broker {
                 Rate::from(&settings.limits.refusal_records_per_subject),
                 settings.limits.max_tracked_keys,
             ),
+        }
+    }
+
+    /// The broker with `shared` as its cache's second tier.
+    pub fn with_shared_tier(mut self, shared: Option<Arc<SharedTier>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Drops `subject`'s credentials from the shared tier too (after a revocation), so no
+    /// replica takes them from there again.
+    pub async fn purge_shared_subject(&self, subject: &str) {
+        if let Some(shared) = &self.shared {
+            shared.purge_subject(subject).await;
         }
     }
 
@@ -539,6 +558,7 @@ impl Broker {
             return Err(BrokerError::Google(refusal));
         }
         let mut fetched = false;
+        let mut from_shared = false;
         let cached = self.cache.get(&key).await;
         let hit = cached.is_some();
         let entry = match cached {
@@ -547,8 +567,17 @@ impl Broker {
                 let fetched_entry = self
                     .cache
                     .try_get_with(key.clone(), async {
-                        fetched = true;
-                        self.upstream().fetch(&target, &key, &subject).await
+                        let upstream = self.upstream();
+                        let fetch = upstream.fetch(&target, &key, &subject);
+                        let Some(shared) = &self.shared else {
+                            fetched = true;
+                            return fetch.await;
+                        };
+                        // Another replica's credential is served as a cached one.
+                        let obtained = shared.obtain(&key, fetch).await?;
+                        fetched = !obtained.shared_hit;
+                        from_shared = obtained.shared_hit;
+                        Ok(obtained.credential)
                     })
                     .await
                     .map_err(|e| (*e).clone());
@@ -561,11 +590,13 @@ impl Broker {
                 }
             }
         };
-        self.metrics.cache_lookup(match (hit, fetched) {
-            (true, _) => "hit",
-            (false, true) => "miss",
-            (false, false) => "coalesced",
-        });
+        self.metrics
+            .cache_lookup(match (hit, fetched, from_shared) {
+                (true, _, _) => "hit",
+                (false, true, _) => "miss",
+                (false, false, true) => "shared",
+                (false, false, false) => "coalesced",
+            });
 
         if !fetched && entry.remaining() < self.refresh_margin && entry.claim_refresh() {
             self.refresh_in_background(target.clone(), key, subject, entry.clone());
@@ -668,8 +699,15 @@ impl Broker {
         let upstream = self.upstream();
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
-            let result = upstream.fetch(&target, &key, &subject).await;
+            let fetch = upstream.fetch(&target, &key, &subject);
+            // Through the shared tier, one replica refreshes and the others take its
+            // credential (the tier holds none inside the refresh margin).
+            let result = match &shared {
+                Some(shared) => shared.obtain(&key, fetch).await.map(|o| o.credential),
+                None => fetch.await,
+            };
             metrics.cache_refresh(if result.is_ok() { "ok" } else { "error" });
             match result {
                 Ok(fresh) => cache.insert(key, fresh).await,

@@ -795,6 +795,43 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_url_needs_a_32_byte_key_and_errors_name_the_key() {
+        let with_url = |key: Option<&str>| {
+            let mut s = valid();
+            s.cache.redis_url = Some("redis://:hunter2@10.0.0.5:6379/2".into());
+            s.cache.redis_key = key.map(str::to_owned);
+            s
+        };
+        assert_eq!(problem_key(&with_url(None)), "cache.redis_key");
+        assert_eq!(problem_key(&with_url(Some("c2hvcnQ="))), "cache.redis_key");
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        assert!(with_url(Some(hex)).validate().is_ok());
+        let b64 = "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=";
+        assert!(with_url(Some(b64)).validate().is_ok());
+        assert_eq!(
+            with_url(Some(hex)).cache.redis_key_bytes().unwrap(),
+            with_url(Some(b64)).cache.redis_key_bytes().unwrap()
+        );
+
+        let mut s = with_url(Some(hex));
+        s.cache.redis_url = Some("http://:hunter2@10.0.0.5/".into());
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("cache.redis_url"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let mut s = with_url(Some(hex));
+        s.cache.redis_key_file = Some("/nonexistent".into());
+        assert_eq!(problem_key(&s), "cache.redis_key");
+        let mut s = with_url(None);
+        s.cache.redis_key_file = Some("/nonexistent/key".into());
+        assert_eq!(problem_key(&s), "cache.redis_key_file");
+        let mut s = with_url(Some(hex));
+        s.cache.redis_timeout_ms = 0;
+        assert_eq!(problem_key(&s), "cache.redis_timeout_ms");
+        // Without a URL the key is not asked for: the tier is off by default.
+        assert!(valid().cache.redis_url.is_none() && valid().validate().is_ok());
+    }
+
+    #[test]
     fn validated_token_cache_and_writer_bounds_are_refused_by_key() {
         let mut s = valid();
         s.cache.validated_tokens.max_secs = 0;

@@ -186,6 +186,24 @@ impl Settings {
             "cache:              up to {} credentials, refreshed {} s before expiry",
             self.cache.max_entries, self.cache.refresh_margin_secs
         );
+        if let Some(url) = &self.cache.redis_url {
+            // Host and database only: the URL may hold a password.
+            let shown = url::Url::parse(url)
+                .map(|u| {
+                    format!(
+                        "{}:{}{}",
+                        u.host_str().unwrap_or("?"),
+                        u.port().unwrap_or(6379),
+                        u.path()
+                    )
+                })
+                .unwrap_or_else(|_| "(unparsable URL)".into());
+            let _ = writeln!(
+                out,
+                "  shared tier: Redis at {shown}, prefix {}, commands time out after {} ms, waits up to {} ms for another replica's exchange",
+                self.cache.redis_key_prefix, self.cache.redis_timeout_ms, self.cache.redis_lock_wait_ms
+            );
+        }
         let _ = writeln!(out, "google STS:         {}", self.google.sts_url);
         let breaker = |b: &super::BreakerSettings| {
             format!(

@@ -478,6 +478,7 @@ pub async fn revoke(
     state
         .broker
         .purge_subject(&revocation.issuer, &revocation.subject);
+    state.broker.purge_shared_subject(&revocation.subject).await;
     record(
         &state,
         &req,

@@ -103,6 +103,7 @@ EVERYTHING: dict[str, Any] = {
     },
     "database": {"existingSecret": "sts-bridge-db", "secretKey": "url"},
     "assertionKeys": {"existingSecret": "sts-bridge-keys"},
+    "redis": {"existingSecret": "sts-bridge-redis", "urlKey": "url", "keyKey": "key"},
     "cloudSqlProxy": {
         "enabled": True,
         "instanceConnectionName": "example:europe-west1:records",
@@ -149,6 +150,9 @@ REFUSED: list[tuple[str, dict, str]] = [
      "replicaCount 2 needs a shared database"),
     ("an autoscaler without a shared database", {"autoscaling": {"enabled": True}},
      "autoscaling.enabled needs a shared database"),
+    ("several replicas with Redis but without a shared database",
+     {"replicaCount": 2, "redis": {"existingSecret": "redis"}},
+     "replicaCount 2 needs a shared database"),
     ("several replicas when only the commented-out config names a database",
      {"replicaCount": 3,
       "config": '[log]\nfilter = "info"\n# database_url = "postgres://db/records"\n'},
@@ -391,6 +395,24 @@ def check_chart_objects(docs: list[tuple[str, dict]], values: dict, everything: 
                 {"secretName": "sts-bridge-keys", "defaultMode": 0o400})
     else:
         R.check("no assertion keys without a Secret", keys_mount is None, repr(keys_mount))
+
+    redis_mount = mounts.get("/etc/sts-bridge-redis")
+    if everything:
+        R.equal("Redis URL from its Secret",
+                dig(env, "STS_BRIDGE__CACHE__REDIS_URL", "valueFrom", "secretKeyRef"),
+                {"name": "sts-bridge-redis", "key": "url"})
+        R.equal("Redis key read from the mounted file",
+                dig(env, "STS_BRIDGE__CACHE__REDIS_KEY_FILE", "value"),
+                "/etc/sts-bridge-redis/redis-key")
+        R.equal("Redis key mounted read-only", (redis_mount or {}).get("readOnly"), True)
+        R.equal("Redis key Secret, only the key, owner-read only",
+                dig(volumes.get((redis_mount or {}).get("name"), {}), "secret"),
+                {"secretName": "sts-bridge-redis", "defaultMode": 0o400,
+                 "items": [{"key": "key", "path": "redis-key"}]})
+    else:
+        R.check("no Redis without a Secret (the tier is off by default)",
+                redis_mount is None and "STS_BRIDGE__CACHE__REDIS_URL" not in env,
+                repr(redis_mount))
 
     configmaps = {dig(o, "metadata", "name"): o for o in kinds.get("ConfigMap", [])}
     cm = configmaps.get(cm_name)
