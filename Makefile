@@ -12,7 +12,7 @@ BIN    := $(or $(CARGO_TARGET_DIR),target)/debug/sts-bridge
 
 .PHONY: run test deploy-check contract venv venv-demo lint clean bench fuzz
 
-## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082)
+## run: the whole loop on loopback (service :8080, issuer :8081, STS stand-in :8082, BigQuery stand-in :8083)
 run:
 	cargo run -- dev
 

@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
-    /// Development: the service with a local issuer and Google STS stand-in, loopback only.
+    /// Development: the service with a local issuer, Google STS and BigQuery stand-ins,
+    /// loopback only.
     Dev(Box<DevArgs>),
     /// Signing keys of the bridge's own issuer (assertion mode).
     Keys {
@@ -178,6 +179,9 @@ struct DevArgs {
     /// Address of the Google STS stand-in.
     #[arg(long, default_value = "127.0.0.1:8082")]
     google_listen: SocketAddr,
+    /// Address of the BigQuery stand-in.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    bigquery_listen: SocketAddr,
     /// Folder for the files the dev stack writes (token, credential file).
     #[arg(long, default_value = ".dev")]
     dir: PathBuf,
@@ -280,6 +284,7 @@ async fn main() -> ExitCode {
                     listen: args.listen,
                     issuer_listen: args.issuer_listen,
                     google_listen: args.google_listen,
+                    bigquery_listen: args.bigquery_listen,
                     dir: args.dir,
                 })
                 .await

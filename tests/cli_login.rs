@@ -6,8 +6,13 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
-use sts_bridge::devstack::{self, DevIssuer, GoogleStandIn, MintRequest, DEV_AUDIENCE, DEV_CLIENT};
+use sts_bridge::broker::Broker;
+use sts_bridge::devstack::{
+    self, BigQueryStandIn, DevIssuer, GoogleStandIn, MintRequest, DEV_AUDIENCE, DEV_CLIENT,
+};
+use sts_bridge::secret::fingerprint;
 use sts_bridge::startup::Application;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -18,6 +23,7 @@ struct Stack {
     issuer: DevIssuer,
     google: GoogleStandIn,
     service: String,
+    broker: Arc<Broker>,
     home: tempfile::TempDir,
 }
 
@@ -53,6 +59,7 @@ async fn stack_with(tweak: impl FnOnce(&mut sts_bridge::config::Settings)) -> St
         .await
         .expect("app builds");
     let service = format!("http://127.0.0.1:{}", app.port());
+    let broker = app.broker();
     tokio::spawn(app.run_until_stopped());
     for _ in 0..200 {
         if let Ok(r) = reqwest::get(format!("{service}/readyz")).await {
@@ -66,6 +73,7 @@ async fn stack_with(tweak: impl FnOnce(&mut sts_bridge::config::Settings)) -> St
         issuer,
         google,
         service,
+        broker,
         home,
     }
 }
@@ -119,6 +127,23 @@ impl Stack {
     fn session(&self) -> Value {
         let raw = std::fs::read_to_string(self.config_dir().join("default.json")).unwrap();
         serde_json::from_str(&raw).unwrap()
+    }
+
+    /// Fingerprints of the Google credentials sts-bridge recorded handing out to `subject`.
+    async fn handed_out_to(&self, subject: &str) -> Vec<String> {
+        self.broker
+            .audit()
+            .store
+            .list_issuances(&sts_bridge::audit::IssuanceQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("records readable")
+            .into_iter()
+            .filter(|r| r.subject == subject && r.outcome == "issued")
+            .filter_map(|r| r.token_sha256)
+            .collect()
     }
 
     fn server_args<'a>(&'a self, command: &'a str) -> Vec<&'a str> {
@@ -559,8 +584,20 @@ fn python() -> Option<PathBuf> {
 
 /// Runs tests/python/data_tool_credentials.py with `args` and `env` only (and HOME).
 async fn google_auth(stack: &Stack, python: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/data_tool_credentials.py");
+    python_json(stack, python, "data_tool_credentials.py", args, env).await
+}
+
+/// Runs `script` from tests/python with `args` and `env` only (and HOME); its JSON line.
+async fn python_json(
+    stack: &Stack,
+    python: &Path,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let mut cmd = Command::new(python);
     cmd.arg(script)
         .args(args)
@@ -784,6 +821,75 @@ async fn google_auth_default_through_the_metadata_server_gets_the_persons_token(
         "{}",
         text(&out)
     );
+}
+
+/// `google-cloud-bigquery` as a notebook runs it, finding credentials and project itself
+/// through the metadata server, against the BigQuery stand-in.
+async fn bigquery_through_the_metadata_server(quota_project: Option<&str>) {
+    let Some(python) = python() else { return };
+    let stack = stack().await;
+    stack.login_alice().await;
+    let bigquery = BigQueryStandIn::start(loopback(), stack.google.clone()).unwrap();
+    // The project the queries run in when the code names none.
+    let (_server, addr) = start_metadata_server(&stack, &["--project", "analytics-prod"]).await;
+    let mut env = vec![
+        ("GCE_METADATA_HOST", addr.as_str()),
+        ("GCE_METADATA_IP", addr.as_str()),
+    ];
+    if let Some(project) = quota_project {
+        // google-auth names no quota project for metadata credentials unless told here.
+        env.push(("GOOGLE_CLOUD_QUOTA_PROJECT", project));
+    }
+    let endpoint = bigquery.endpoint();
+    let got = python_json(
+        &stack,
+        &python,
+        "bigquery_query.py",
+        &[&endpoint, "default"],
+        &env,
+    )
+    .await;
+    assert_eq!(got["session_user"], "auth0|alice", "{got}");
+    assert_eq!(got["one"], 1, "{got}");
+    assert_eq!(got["project"], "analytics-prod", "{got}");
+
+    // Exactly the credential sts-bridge handed alice for the client's scope (its cache
+    // answers).
+    let mut args = stack.server_args("print-access-token");
+    args.extend(["--scope", devstack::CLOUD_PLATFORM]);
+    let out = stack.run(&args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let alices = fingerprint(String::from_utf8_lossy(&out.stdout).trim().as_bytes());
+    let handed_out = stack.handed_out_to("auth0|alice").await;
+    assert!(handed_out.contains(&alices), "{handed_out:?}");
+    let calls = bigquery.calls();
+    assert!(calls.len() >= 2, "{calls:?}");
+    for call in &calls {
+        assert_eq!(call.token_sha256.as_ref(), Some(&alices), "{call:?}");
+        assert_eq!(call.subject.as_deref(), Some("auth0|alice"), "{call:?}");
+        assert_eq!(call.user_project.as_deref(), quota_project, "{call:?}");
+        assert!(
+            call.path
+                .starts_with("/bigquery/v2/projects/analytics-prod/"),
+            "{call:?}"
+        );
+    }
+    assert!(
+        calls.iter().any(|c| c.path.ends_with("/queries")),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|c| c.path.ends_with("/jobs")), "{calls:?}");
+    bigquery.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bigquery_client_through_the_metadata_server_queries_with_the_persons_token() {
+    bigquery_through_the_metadata_server(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bigquery_client_through_the_metadata_server_names_the_quota_project() {
+    bigquery_through_the_metadata_server(Some("analytics-billing")).await;
 }
 
 /// The Cloud SDK's `gcloud`, or `None` (with the reason printed) where it is absent: no

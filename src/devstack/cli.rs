@@ -1,6 +1,6 @@
 //! `sts-bridge dev` and `sts-bridge dev token`.
 
-use super::{DevIssuer, GoogleStandIn, MintRequest};
+use super::{BigQueryStandIn, DevIssuer, GoogleStandIn, MintRequest};
 use crate::startup::Application;
 use crate::telemetry;
 use std::net::SocketAddr;
@@ -17,21 +17,27 @@ pub struct DevOptions {
     pub issuer_listen: SocketAddr,
     /// The Google STS stand-in.
     pub google_listen: SocketAddr,
+    /// The BigQuery stand-in.
+    pub bigquery_listen: SocketAddr,
     /// Folder for the token and credential files.
     pub dir: PathBuf,
 }
 
-/// Runs the service, the dev issuer and the Google stand-in until interrupted.
+/// Runs the service, the dev issuer and the Google and BigQuery stand-ins until
+/// interrupted.
 pub async fn run(mut opts: DevOptions) -> Result<(), String> {
-    let (service_listener, issuer_listener, google_listener) = (
+    let (service_listener, issuer_listener, google_listener, bigquery_listener) = (
         bind(opts.listen, "--listen")?,
         bind(opts.issuer_listen, "--issuer-listen")?,
         bind(opts.google_listen, "--google-listen")?,
+        bind(opts.bigquery_listen, "--bigquery-listen")?,
     );
     // Port 0 picks a free port: print and write the address actually bound.
     opts.listen = service_listener.local_addr().map_err(|e| e.to_string())?;
     let issuer = DevIssuer::start(issuer_listener).map_err(|e| e.to_string())?;
     let google = GoogleStandIn::start(google_listener).map_err(|e| e.to_string())?;
+    let bigquery =
+        BigQueryStandIn::start(bigquery_listener, google.clone()).map_err(|e| e.to_string())?;
     // `sts-bridge login` against the dev issuer signs alice in without a browser.
     issuer.auto_approve(Some(MintRequest {
         sub: "auth0|alice".into(),
@@ -41,6 +47,10 @@ pub async fn run(mut opts: DevOptions) -> Result<(), String> {
     }));
     let mut settings = super::settings(&issuer, &google, opts.listen);
     settings.audit.sqlite_path = opts.dir.join("sts-bridge.sqlite");
+    // gcloud asks for its own scope list; the dev target grants the part it allows.
+    for target in &mut settings.targets {
+        target.narrow_scopes = true;
+    }
     // The safe setup first: Google trusts only the bridge, which signs its own assertions.
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
     super::use_assertion_mode(
@@ -54,7 +64,10 @@ pub async fn run(mut opts: DevOptions) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let files =
         write_files(&opts, &issuer).map_err(|e| format!("writing {}: {e}", opts.dir.display()))?;
-    println!("{}", instructions(&opts, &issuer, &google, &files));
+    println!(
+        "{}",
+        instructions(&opts, &issuer, &google, &bigquery, &files)
+    );
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
@@ -87,6 +100,7 @@ pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 struct DevFiles {
+    dir: PathBuf,
     token: PathBuf,
     credentials: PathBuf,
 }
@@ -107,13 +121,18 @@ fn write_files(opts: &DevOptions, issuer: &DevIssuer) -> std::io::Result<DevFile
         &credentials,
         serde_json::to_string_pretty(&file).unwrap_or_default(),
     )?;
-    Ok(DevFiles { token, credentials })
+    Ok(DevFiles {
+        dir,
+        token,
+        credentials,
+    })
 }
 
 fn instructions(
     opts: &DevOptions,
     issuer: &DevIssuer,
     google: &GoogleStandIn,
+    bigquery: &BigQueryStandIn,
     files: &DevFiles,
 ) -> String {
     let exe = std::env::current_exe()
@@ -132,6 +151,7 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
   service            {service}
   dev issuer         {issuer}  (Auth0-shaped: discovery, JWKS, POST /dev/token)
   Google STS stand-in {google}
+  BigQuery stand-in  {bigquery}  (accepts only the STS stand-in's tokens)
   bridge issuer      {bridge}  (assertion mode: the stand-in trusts only this issuer)
 
 1. Get an access token for a person from the dev issuer:
@@ -171,6 +191,13 @@ sts-bridge development stack (loopback only; the issuer mints tokens for anyone)
      {exe} print-access-token --server {service} --target {target}
      {exe} metadata-server --server {service} --target {target} --listen 127.0.0.1:0
 
+5. Or use gcloud and bq as alice with the external_account file, in a gcloud
+   configuration of their own (your usual one stays as it is):
+     export CLOUDSDK_CONFIG={gcloud_config}
+     gcloud auth login --cred-file={credentials}
+     gcloud auth print-access-token
+     bq --api={bigquery} --discovery_file="$(gcloud info --format='value(installation.sdk_root)')/platform/bq/discovery_next/bigquery.json" --project_id={project} query --nouse_legacy_sql 'SELECT SESSION_USER()'
+
 Press Ctrl-C to stop.
 "#,
         issuer = issuer.issuer(),
@@ -183,6 +210,8 @@ Press Ctrl-C to stop.
         project = super::DEV_USER_PROJECT,
         credentials = files.credentials.display(),
         token = files.token.display(),
+        bigquery = bigquery.endpoint(),
+        gcloud_config = files.dir.join("gcloud").display(),
     )
 }
 

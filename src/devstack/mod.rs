@@ -190,6 +190,8 @@ pub fn external_account_file(
         "audience": DEV_PROVIDER,
         "subject_token_type": crate::rfc8693::TOKEN_TYPE_JWT,
         "token_url": format!("{service}/v1/token"),
+        // gcloud names the account from the introspection answer.
+        "token_info_url": format!("{service}/v1/introspect"),
         "credential_source": { "file": token_file.display().to_string() },
     });
     if user_project {

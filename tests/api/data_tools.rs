@@ -62,8 +62,8 @@ fn python_query(python: &Path, file: &Path, endpoint: &str) -> Result<Value, Str
     let output = run_quietly(
         Command::new(python)
             .arg(script)
+            .args([endpoint, "file"])
             .arg(file)
-            .arg(endpoint)
             .arg(QUERY_PROJECT),
     );
     if output.status.success() {
@@ -92,6 +92,7 @@ async fn bigquery_round_trip(quota_project: Option<&'static str>) {
 
     assert_eq!(result["session_user"], "auth0|alice", "{result}");
     assert_eq!(result["one"], 1, "{result}");
+    assert_eq!(result["project"], QUERY_PROJECT, "{result}");
     let handed_out = handed_out_to(&app, "auth0|alice").await;
     let calls = bigquery.calls();
     assert!(calls.len() >= 2, "{calls:?}");
