@@ -1,6 +1,10 @@
 //! The data-tool commands as a person runs them: the real binary, with its config folder in
 //! a temporary HOME, against the dev issuer, the Google stand-in and a real sts-bridge.
 
+#[path = "common/python.rs"]
+mod python;
+
+use python::python;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -561,25 +565,6 @@ async fn expired_sign_in_without_refresh_token_says_login_expired() {
         stderr.contains("has expired and cannot be renewed"),
         "{stderr}"
     );
-}
-
-/// The venv's Python, or `None` outside CI when it is missing.
-fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("STS_BRIDGE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    if path.exists() {
-        return Some(path);
-    }
-    let reason = format!(
-        "{} not found; run `make venv` (or `make test`)",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
-        panic!("google-auth client missing in CI: {reason}");
-    }
-    eprintln!("SKIPPED google-auth client test: {reason}");
-    None
 }
 
 /// Runs tests/python/data_tool_credentials.py with `args` and `env` only (and HOME).

@@ -2,8 +2,8 @@
 //! `token_url` is sts-bridge: the real `google-cloud-bigquery` client against the BigQuery
 //! stand-in, and the Cloud SDK's `gcloud` and `bq` where they are installed.
 
-use crate::google_auth::python;
 use crate::helpers::*;
+use crate::python::python;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -114,7 +114,7 @@ fn run_verifier(
 /// Runs google-auth's verification; `None` when Python is not set up outside CI. A token
 /// whose payload was altered after signing must fail the same check.
 fn verify_with_google_auth(app: &TestApp, dir: &Path, token: &str, uid: &str) -> Option<Value> {
-    let python = crate::google_auth::python()?;
+    let python = crate::python::python()?;
     let (ok, stdout, stderr) = run_verifier(app, dir, &python, token, uid);
     assert!(ok, "google-auth refused the token: {stderr}");
     let mut parts: Vec<&str> = token.split('.').collect();

@@ -2,29 +2,11 @@
 //! `token_url` is sts-bridge, obtains the credential Google's stand-in issued.
 
 use crate::helpers::*;
+use crate::python::python;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 use sts_bridge::devstack::{self, DEV_USER_PROJECT};
-
-/// The venv's Python (`make venv`), or `None` outside CI when it is missing.
-pub(crate) fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("STS_BRIDGE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    if path.exists() {
-        return Some(path);
-    }
-    let reason = format!(
-        "{} not found; run `make venv` (or `make test`)",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
-        panic!("google-auth client missing in CI: {reason}");
-    }
-    eprintln!("SKIPPED google-auth client test: {reason}");
-    None
-}
 
 fn refresh(python: &PathBuf, credential_file: &std::path::Path) -> Result<Value, String> {
     let script =

@@ -180,11 +180,16 @@ impl TestApp {
 
     /// The newest issuance records (at most 100), read from the store.
     pub async fn records(&self) -> Vec<sts_bridge::audit::StoredIssuance> {
+        self.newest_records(100).await
+    }
+
+    /// The newest `limit` issuance records, read from the store.
+    pub async fn newest_records(&self, limit: i64) -> Vec<sts_bridge::audit::StoredIssuance> {
         self.broker
             .audit()
             .store
             .list_issuances(&sts_bridge::audit::IssuanceQuery {
-                limit: 100,
+                limit,
                 ..Default::default()
             })
             .await

@@ -39,6 +39,8 @@ mod limits;
 mod metrics;
 mod policy;
 mod proxy;
+#[path = "../common/python.rs"]
+mod python;
 mod records;
 mod redis;
 mod reload;

@@ -2,6 +2,7 @@ use crate::helpers::*;
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The value of the sample `name{labels…}`, whatever the label order.
 pub fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -31,6 +32,16 @@ pub async fn scrape(app: &TestApp) -> String {
         "{content_type}"
     );
     response.text().await.unwrap()
+}
+
+/// Waits until the unlabelled metric `name` on `app` reads `value` (absent reads 0);
+/// panics after `within`.
+pub async fn wait_for_metric(app: &TestApp, name: &str, value: f64, within: Duration) {
+    let started = std::time::Instant::now();
+    while sample(&scrape(app).await, name, &[]).unwrap_or(0.0) != value {
+        assert!(started.elapsed() < within, "{name} never became {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! it, and a listener cut off catches up on what it missed once it is back.
 
 use crate::helpers::*;
-use crate::metrics::{sample, scrape};
+use crate::metrics::{sample, scrape, wait_for_metric};
 use crate::records::admin_token;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use sts_bridge::audit::LISTENER_APPLICATION_NAME;
 
 /// Far longer than any of these tests: only the push can explain what they see.
 const POLL_SECS: u64 = 600;
+const TEN_SECONDS: Duration = Duration::from_secs(10);
 
 const ALICE: &str = "auth0|alice";
 
@@ -45,15 +46,6 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
     sample(&scrape(app).await, name, &[]).unwrap_or(0.0)
 }
 
-/// Waits (up to 10 s) until `name` on `app` reads `value`.
-async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(app, name).await != value {
-        assert!(Instant::now() < deadline, "{name} never became {value}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// How long until an exchange of `token` on `app` answers `status`; panics after `limit`.
 /// Asks every 25 ms, well within the per-subject rate limit.
 async fn time_until_status(app: &TestApp, token: &str, status: u16, limit: Duration) -> Duration {
@@ -83,7 +75,7 @@ async fn a_revoke_and_a_lift_on_one_replica_hold_on_another_within_a_second() {
     };
     let (a, b) = (&replicas[0], &replicas[1]);
     for app in [a, b] {
-        wait_for_metric(app, "sts_bridge_revocation_listener_up", 1.0).await;
+        wait_for_metric(app, "sts_bridge_revocation_listener_up", 1.0, TEN_SECONDS).await;
     }
     let token = b.token_for(ALICE);
     assert_eq!(b.exchange(&token).await.status(), 200);
@@ -135,7 +127,7 @@ async fn a_listener_cut_off_reconnects_and_applies_the_revocation_it_missed() {
     };
     let (a, b) = (&replicas[0], &replicas[1]);
     for app in [a, b] {
-        wait_for_metric(app, "sts_bridge_revocation_listener_up", 1.0).await;
+        wait_for_metric(app, "sts_bridge_revocation_listener_up", 1.0, TEN_SECONDS).await;
     }
     let token = b.token_for(ALICE);
     assert_eq!(b.exchange(&token).await.status(), 200);
@@ -157,7 +149,7 @@ async fn a_listener_cut_off_reconnects_and_applies_the_revocation_it_missed() {
         vec![true, true],
         "one listener connection per replica"
     );
-    wait_for_metric(b, "sts_bridge_revocation_listener_up", 0.0).await;
+    wait_for_metric(b, "sts_bridge_revocation_listener_up", 0.0, TEN_SECONDS).await;
     let cut_off = Instant::now();
 
     revoke(a, ALICE).await;
@@ -171,7 +163,7 @@ async fn a_listener_cut_off_reconnects_and_applies_the_revocation_it_missed() {
         "the revoke took too long to be made while B was away; the test proves nothing"
     );
 
-    wait_for_metric(b, "sts_bridge_revocation_listener_up", 1.0).await;
+    wait_for_metric(b, "sts_bridge_revocation_listener_up", 1.0, TEN_SECONDS).await;
     let took = time_until_status(b, &token, 403, Duration::from_secs(5)).await;
     assert!(
         took < Duration::from_secs(1),

@@ -2,7 +2,7 @@
 //! keep serving when Redis goes away, and leave nothing readable in it.
 
 use crate::helpers::*;
-use crate::metrics::{sample, scrape};
+use crate::metrics::{sample, scrape, wait_for_metric};
 use crate::records::admin_token;
 use crate::redis::{CuttableProxy, TestRedis};
 use serde_json::json;
@@ -27,33 +27,12 @@ async fn access_token(app: &TestApp, token: &str) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn all_records(app: &TestApp) -> Vec<sts_bridge::audit::StoredIssuance> {
-    app.broker
-        .audit()
-        .store
-        .list_issuances(&sts_bridge::audit::IssuanceQuery {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("records readable")
-}
-
-async fn tier2_up(app: &TestApp) -> Option<f64> {
-    sample(&scrape(app).await, "sts_bridge_cache_tier2_up", &[])
-}
+const TIER2_UP: &str = "sts_bridge_cache_tier2_up";
 
 /// Waits until `app` reaches Redis (its first probe may have been too slow on a loaded
 /// machine; the next one follows within a second).
 async fn until_tier2_up(app: &TestApp) {
-    let started = Instant::now();
-    while tier2_up(app).await != Some(1.0) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "Redis never reached"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_metric(app, TIER2_UP, 1.0, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -83,7 +62,7 @@ async fn two_replicas_answer_two_hundred_cold_requests_with_one_upstream_call_an
     assert_eq!(tokens.len(), 1, "replicas handed out different credentials");
     assert_eq!(a.google.call_count(), 1, "upstream calls");
     // Every credential handed out has its record; only one of them came from Google.
-    let records = all_records(&a).await;
+    let records = a.newest_records(1000).await;
     assert_eq!(records.len(), 200);
     let fresh = records
         .iter()
@@ -111,7 +90,7 @@ async fn a_credential_another_replica_obtained_is_served_as_cached_and_recorded(
 
     assert_eq!(first, second);
     assert_eq!(a.google.call_count(), 1);
-    let records = all_records(&b).await;
+    let records = b.newest_records(1000).await;
     let sources: Vec<_> = records.iter().map(|r| r.source.clone()).collect();
     assert_eq!(
         sources,
@@ -222,24 +201,10 @@ async fn redis_cut_mid_run_fails_no_request_and_the_tier_recovers() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.cut();
-    let down_since = Instant::now();
-    while tier2_up(&app).await != Some(0.0) {
-        assert!(
-            down_since.elapsed() < Duration::from_secs(5),
-            "never marked down"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(&app, TIER2_UP, 0.0, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
-    let restored = Instant::now();
-    while tier2_up(&app).await != Some(1.0) {
-        assert!(
-            restored.elapsed() < Duration::from_secs(10),
-            "never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_tier2_up(&app).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let results = tasks.join_all().await;
@@ -291,10 +256,7 @@ async fn a_hung_redis_costs_each_request_at_most_the_timeout_and_the_tier_recove
         );
     }
     let metrics = scrape(&app).await;
-    assert_eq!(
-        sample(&metrics, "sts_bridge_cache_tier2_up", &[]),
-        Some(0.0)
-    );
+    assert_eq!(sample(&metrics, TIER2_UP, &[]), Some(0.0));
     assert!(
         sample(
             &metrics,
@@ -307,14 +269,7 @@ async fn a_hung_redis_costs_each_request_at_most_the_timeout_and_the_tier_recove
 
     // The silent connection is given up, not waited on for ever.
     proxy.restore();
-    let restored = Instant::now();
-    while tier2_up(&app).await != Some(1.0) {
-        assert!(
-            restored.elapsed() < Duration::from_secs(10),
-            "never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_tier2_up(&app).await;
     let before = redis.value_keys().await.len();
     access_token(&app, &app.token_for("auth0|after")).await;
     assert_eq!(redis.value_keys().await.len(), before + 1);
