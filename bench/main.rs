@@ -33,6 +33,9 @@ pub struct Options {
     /// for quick comparisons while changing the request path.
     #[arg(long)]
     pub compare_only: bool,
+    /// Measure only the RSS with `--subjects` cached subjects, print it and stop.
+    #[arg(long)]
+    pub rss_only: bool,
     /// Seconds of load per configuration and round.
     #[arg(long, default_value_t = 8)]
     pub seconds: u64,

@@ -395,6 +395,11 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
         }
     }
 
+    if options.rss_only {
+        subjects_rss(&mut stack, options, db).await?;
+        return Ok(None);
+    }
+
     let mut rounds = Vec::new();
     for round in 1..=options.rounds {
         let mut results = [None; 4];
@@ -456,19 +461,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
     let writer = writer_throughput(&db.url).await?;
     println!("audit writer: {:.0} rows/s", writer.rows_per_sec);
 
-    let e = stack.spawn_bridge(&Variant {
-        name: "e-subjects",
-        database_url: Some(&db.url),
-        token_cache: true,
-        redis: None,
-    })?;
-    wait_ready(e, "/readyz").await?;
-    let rss = many_subjects(&stack, e, options.subjects).await?;
-    println!(
-        "{} subjects: RSS {:.1} MiB",
-        options.subjects,
-        rss.after as f64 / 1048576.0
-    );
+    let rss = subjects_rss(&mut stack, options, db).await?;
 
     let mut soak = Vec::new();
     for minute in 1..=options.soak {
@@ -637,6 +630,26 @@ async fn half_peak(stack: &Stack, server: Server, rate: f64) -> BenchResult<Phas
         p50_ms: samples.percentile_ms(50.0),
         p99_ms: samples.percentile_ms(99.0),
     })
+}
+
+/// RSS of a fresh server (E: validated-token cache on, records in Postgres) before and
+/// after caching `--subjects` distinct subjects.
+async fn subjects_rss(stack: &mut Stack, options: &Options, db: &BenchDb) -> BenchResult<Rss> {
+    let e = stack.spawn_bridge(&Variant {
+        name: "e-subjects",
+        database_url: Some(&db.url),
+        token_cache: true,
+        redis: None,
+    })?;
+    wait_ready(e, "/readyz").await?;
+    let rss = many_subjects(stack, e, options.subjects).await?;
+    println!(
+        "{} subjects: RSS {:.1} MiB before, {:.1} MiB after",
+        options.subjects,
+        rss.before as f64 / 1048576.0,
+        rss.after as f64 / 1048576.0
+    );
+    Ok(rss)
 }
 
 /// RSS of a fresh server before and after caching `n` distinct subjects.

@@ -253,9 +253,30 @@ pub struct Broker {
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
     /// Exchanges per subject; `None` when rate limits are off.
-    subject_limit: Option<KeyedLimit<(String, String)>>,
+    subject_limit: Option<KeyedLimit<SubjectKey>>,
     /// Refusal records written per subject.
-    refusal_records: KeyedLimit<(String, String)>,
+    refusal_records: KeyedLimit<SubjectKey>,
+}
+
+/// A person (issuer and subject) as the rate limits track them: 16 bytes of SHA-256 rather
+/// than two strings, since a limiter is kept for every recently seen subject, and no
+/// caller can choose a subject that shares another's allowance.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SubjectKey([u8; 16]);
+
+impl SubjectKey {
+    fn of(issuer: &str, subject: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        // Length-prefixed, so no (issuer, subject) pair reads as another.
+        hasher.update((issuer.len() as u64).to_be_bytes());
+        hasher.update(issuer);
+        hasher.update(subject);
+        let digest = hasher.finalize();
+        let mut key = [0; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
+    }
 }
 
 impl Broker {
@@ -326,18 +347,20 @@ impl Broker {
         let Some(limit) = &self.subject_limit else {
             return Ok(());
         };
-        let key = (identity.issuer.clone(), identity.subject.clone());
-        limit.check(key).await.map_err(|wait| {
-            self.metrics.rate_limited("subject");
-            BrokerError::RateLimited { wait }
-        })
+        limit
+            .check(SubjectKey::of(&identity.issuer, &identity.subject))
+            .await
+            .map_err(|wait| {
+                self.metrics.rate_limited("subject");
+                BrokerError::RateLimited { wait }
+            })
     }
 
     /// Writes `record`; a refusal only while its subject is within the refusal-record
     /// rate, so one valid token sent in a loop cannot grow the table without bound.
     async fn write_record(&self, record: IssuanceRecord) -> Result<(), AuditError> {
         if record.outcome == Outcome::Refused {
-            let key = (record.issuer.clone(), record.subject.clone());
+            let key = SubjectKey::of(&record.issuer, &record.subject);
             if self.refusal_records.check(key).await.is_err() {
                 self.metrics.refusal_record_dropped();
                 return Ok(());
