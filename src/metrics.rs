@@ -196,7 +196,7 @@ impl Metrics {
             // Registered only when the tier is configured (`tier2_up`), so that an instance
             // without Redis does not report a tier that is down.
             tier2_up: IntGauge::new("sts_bridge_cache_tier2_up", "1 while the shared cache tier (Redis) answers, 0 while each replica falls back to its own cache; absent without cache.redis_url.").expect("valid gauge"),
-            tier2_lookups: counter(&r, "sts_bridge_cache_tier2_lookups_total", "Shared cache tier lookups after a local miss: hit (no upstream call) or miss.", &["result"]),
+            tier2_lookups: counter(&r, "sts_bridge_cache_tier2_lookups_total", "Shared cache tier lookups after a local miss or before a background refresh: hit (no upstream call) or miss.", &["result"]),
             tier2_lock_waits: counter(&r, "sts_bridge_cache_tier2_lock_waits_total", "Waits for another replica's exchange, by outcome: served (its credential arrived), timeout or abandoned (it gave up without one; this replica then exchanged itself).", &["outcome"]),
             tier2_lock_wait_seconds: plain_histogram(&r, "sts_bridge_cache_tier2_lock_wait_seconds", "Time spent waiting for another replica's exchange.", LATENCY_BUCKETS),
             tier2_fallbacks: counter(&r, "sts_bridge_cache_tier2_fallbacks_total", "Shared cache tier operations skipped or failed, the replica then using its own cache and exchanges, by reason (down: known down, not tried; timeout; unreachable; error: Redis answered with an error).", &["reason"]),

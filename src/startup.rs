@@ -483,11 +483,23 @@ fn spawn_revocation_poller(broker: Arc<Broker>, every: Duration) {
 }
 
 /// Drops the cached credentials of subjects another replica revoked (heard by the poll or
-/// the listener): the one place a revocation made elsewhere reaches the caches.
-fn purge_revoked(broker: &Broker, newly: &[(String, String)]) {
+/// the listener): the one place a revocation made elsewhere reaches the caches. The shared
+/// tier is purged again here too: the revoking replica's own purge finds nothing to do when
+/// Redis was unreachable at that moment, or when another replica's exchange wrote its
+/// credential just after it.
+fn purge_revoked(broker: &Arc<Broker>, newly: &[(String, String)]) {
     for (issuer, subject) in newly {
         broker.purge_subject(issuer, subject);
     }
+    if newly.is_empty() {
+        return;
+    }
+    let (broker, subjects) = (broker.clone(), newly.to_vec());
+    tokio::spawn(async move {
+        for (_, subject) in subjects {
+            broker.purge_shared_subject(&subject).await;
+        }
+    });
 }
 
 /// Purges issuance records past the retention period, in bounded batches, on one replica

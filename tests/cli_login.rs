@@ -696,6 +696,24 @@ async fn metadata_server_answers_like_google_and_only_with_the_header() {
         .await
         .unwrap();
     assert_eq!(proxied.status(), 403);
+    // A page that rebound its own name to 127.0.0.1 sends that name as Host.
+    let rebound = http
+        .get(&token_url)
+        .header("Metadata-Flavor", "Google")
+        .header("Host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    for local in ["localhost", "metadata.google.internal"] {
+        let named = http
+            .get(format!("http://{addr}/"))
+            .header("Host", local)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(named.status(), 200, "Host {local}");
+    }
 
     let info: Value = http
         .get(format!(

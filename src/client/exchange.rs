@@ -106,16 +106,9 @@ pub async fn exchange(
         .await
         .map_err(|e| unreachable(crate::causes::chain(&e)))?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let body = super::read_capped(response, MAX_ANSWER)
         .await
-        .map_err(|e| unreachable(crate::causes::chain(&e)))?;
-    if body.len() > MAX_ANSWER {
-        return Err(unreachable(format!(
-            "answer of {} bytes is too large",
-            body.len()
-        )));
-    }
+        .map_err(unreachable)?;
     if status.is_success() {
         let granted: Granted = serde_json::from_slice(&body)
             .map_err(|e| unreachable(format!("not a token answer: {e}")))?;

@@ -24,6 +24,8 @@ const MAX_CACHED: usize = 16;
 const MAX_QUERY: usize = 4096;
 /// Most scopes in one token request.
 const MAX_SCOPES: usize = 32;
+/// The longest lifetime a Google access token can have (12 hours).
+const MAX_LIFETIME_SECS: u64 = 12 * 3600;
 
 /// What the metadata server serves.
 pub struct MetadataOptions {
@@ -140,6 +142,29 @@ fn not_found() -> HttpResponse {
     text(StatusCode::NOT_FOUND, "Not Found\n".into())
 }
 
+/// Whether the `Host` header names this machine: a loopback address, `localhost`, or the
+/// metadata server's own names.
+fn local_host(req: &HttpRequest) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "localhost" | "metadata" | "metadata.google.internal"
+    ) || name
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     // Google's server refuses proxied requests: a request a proxy forwarded may come from
     // anyone.
@@ -147,6 +172,14 @@ async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         return text(
             StatusCode::FORBIDDEN,
             "Requests with X-Forwarded-For are refused.\n".into(),
+        );
+    }
+    // A web page that rebinds its own name to 127.0.0.1 could otherwise read the person's
+    // token: only names that mean this machine are answered.
+    if !local_host(&req) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Only requests for this machine's metadata server are answered.\n".into(),
         );
     }
     if req.path() == "/" {
@@ -270,10 +303,9 @@ async fn token(state: &State, scopes: Option<&str>) -> HttpResponse {
 async fn google_token(state: &State, scopes: &[String]) -> Result<(Token, Instant), ClientError> {
     let session = fresh_session(&state.profile, MIN_LEFT_SECS).await?;
     let got = exchange(&state.http, &state.server, &session.access_token, scopes).await?;
-    Ok((
-        got.access_token,
-        Instant::now() + Duration::from_secs(got.expires_in),
-    ))
+    // The server's word on the lifetime, bounded: no Google access token lives past 12 h.
+    let lifetime = Duration::from_secs(got.expires_in.min(MAX_LIFETIME_SECS));
+    Ok((got.access_token, Instant::now() + lifetime))
 }
 
 /// The error a client library shows: its text names what to do. Passing trouble answers

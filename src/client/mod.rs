@@ -133,3 +133,23 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("HTTP client")
 }
+
+/// The body of `response`, read only while it stays within `max` bytes, so a server that
+/// answers without end cannot fill this process's memory.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("answer over {max} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::causes::chain(&e))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(format!("answer over {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -61,13 +61,9 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Endpoints,
     if !response.status().is_success() {
         return Err(unreachable(format!("answered HTTP {}", response.status())));
     }
-    let bytes = response
-        .bytes()
+    let bytes = super::read_capped(response, 256 * 1024)
         .await
-        .map_err(|e| unreachable(crate::causes::chain(&e)))?;
-    if bytes.len() > 256 * 1024 {
-        return Err(unreachable("discovery document over 256 KiB".into()));
-    }
+        .map_err(unreachable)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| unreachable(format!("not an OpenID discovery document: {e}")))
 }

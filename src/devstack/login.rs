@@ -224,11 +224,14 @@ async fn device_code(
             decision: auto.map_or(Decision::Pending, Decision::Approved),
         },
     );
-    login
-        .user_codes
-        .lock()
-        .expect("user codes")
-        .push(user_code.clone());
+    {
+        // Kept for tests to approve by code; only the newest ones matter.
+        let mut codes = login.user_codes.lock().expect("user codes");
+        if codes.len() >= MAX_PENDING {
+            codes.remove(0);
+        }
+        codes.push(user_code.clone());
+    }
     let verification = format!("{}activate", state.url);
     HttpResponse::Ok().json(json!({
         "device_code": device_code,

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::token::{authenticate_client, check_address_limit};
 use super::AppState;
 use crate::audit::StoredIssuance;
+use crate::config::TargetKind;
 use crate::secret::fingerprint;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -117,11 +118,17 @@ fn token_field(body: &[u8]) -> Result<Option<String>, ApiError> {
 }
 
 /// The answer for a record of a credential still valid, for a subject not revoked; `None`
-/// otherwise. Firebase custom tokens are not OAuth access tokens and are never active.
+/// otherwise. Firebase custom tokens are not OAuth access tokens and are never active: the
+/// target's kind decides, since a cached custom token is recorded as `cache` like any other.
+/// A target no longer configured answers inactive too.
 fn active(state: &AppState, record: StoredIssuance) -> Option<Active> {
     let expires_at = record.expires_at?;
-    if expires_at <= OffsetDateTime::now_utc() || record.source.as_deref() == Some("signing") {
+    if expires_at <= OffsetDateTime::now_utc() {
         return None;
+    }
+    match state.broker.target_name(&record.target) {
+        Some((_, kind)) if kind != TargetKind::Firebase => {}
+        _ => return None,
     }
     let revocations = &state.broker.audit().revocations;
     if revocations

@@ -209,6 +209,36 @@ async fn every_custom_token_is_recorded_with_the_person_and_the_signing_account(
 }
 
 #[tokio::test]
+async fn a_custom_token_never_introspects_as_active_even_when_served_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(dir.path(), |_, _| {}).await;
+    let token = token_for(&app, "auth0|alice");
+    let mut custom_tokens = Vec::new();
+    for _ in 0..2 {
+        let response = ask(&app, &token, JWT).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        custom_tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        custom_tokens[0], custom_tokens[1],
+        "the second came from the cache"
+    );
+
+    let answer: Value = app
+        .http
+        .post(format!("{}/v1/introspect", app.address))
+        .form(&[("token", custom_tokens[0].as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"active": false}));
+}
+
+#[tokio::test]
 async fn a_firebase_target_refuses_to_make_an_access_token_and_others_a_jwt() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn(dir.path(), |_, _| {}).await;
