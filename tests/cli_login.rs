@@ -170,6 +170,15 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Fails with the whole output unless the command's stderr contains `expected`.
+fn assert_stderr_has(out: &Output, expected: &str) {
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(expected),
+        "{}",
+        text(out)
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -469,11 +478,7 @@ async fn logout_removes_and_revokes_the_sign_in() {
             "bigquery",
         ])
         .await;
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not logged in"),
-        "{}",
-        text(&out)
-    );
+    assert_stderr_has(&out, "not logged in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -780,11 +785,7 @@ async fn metadata_server_refuses_to_listen_beyond_loopback() {
     args.extend(["--listen", "0.0.0.0:0"]);
     let out = stack.run(&args).await;
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("loopback addresses only"),
-        "{}",
-        text(&out)
-    );
+    assert_stderr_has(&out, "loopback addresses only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
