@@ -28,6 +28,8 @@ pub struct VerifyingKey {
     pub family: AlgorithmFamily,
     /// SHA-256 of the key material: tells a re-published `kid` with another key apart.
     pub material: [u8; 32],
+    /// The key's `kid`, shared by every validated token the key verified.
+    pub kid: Arc<str>,
     parsed: Arc<[(Algorithm, ParsedPublicKey)]>,
 }
 
@@ -93,6 +95,7 @@ impl VerifyingKey {
         Ok(Self {
             family,
             material: Sha256::digest(&bytes).into(),
+            kid: Arc::from(""),
             parsed: parsed.into(),
         })
     }
@@ -487,7 +490,8 @@ impl KeySet {
                     VerifyingKey::from_jwk(&jwk)
                 });
             match (parsed, kid) {
-                (Ok(key), Some(kid)) => {
+                (Ok(mut key), Some(kid)) => {
+                    key.kid = Arc::from(kid.as_str());
                     keys.insert(kid, key);
                 }
                 (Ok(_), None) => {}

@@ -36,7 +36,7 @@ pub(super) struct Verified {
     /// Index of the issuer among the validator's issuers.
     pub issuer: usize,
     /// Key id that verified the signature.
-    pub kid: String,
+    pub kid: Arc<str>,
     /// That key's material, as [`super::VerifyingKey::material`].
     pub key_material: [u8; 32],
 }

@@ -185,7 +185,7 @@ impl Validator {
         Ok(Verified {
             identity,
             issuer: index,
-            kid: kid.to_owned(),
+            kid: key.kid.clone(),
             key_material: key.material,
         })
     }
