@@ -19,7 +19,7 @@ use sts_bridge::devstack::{
 use sts_bridge::secret::fingerprint;
 use sts_bridge::startup::Application;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sts-bridge");
 
@@ -201,16 +201,22 @@ struct PendingLogin {
     stderr: tokio::task::JoinHandle<String>,
 }
 
-async fn start_device_login(stack: &Stack) -> PendingLogin {
-    let args = stack.login_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+/// Starts the CLI with `args`, its stderr ready to be read line by line as it prints.
+fn spawn_reading_stderr(stack: &Stack, args: &[&str]) -> (Child, BufReader<ChildStderr>) {
     let mut child = stack
-        .cli(&args)
+        .cli(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    (child, stderr)
+}
+
+async fn start_device_login(stack: &Stack) -> PendingLogin {
+    let args = stack.login_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (child, mut stderr) = spawn_reading_stderr(stack, &args);
     let mut shown = String::new();
     let user_code = loop {
         let mut line = String::new();
@@ -338,13 +344,7 @@ async fn browser_login_with_pkce_comes_back_on_the_loopback_redirect() {
     let mut args = stack.login_args();
     args.push("--browser".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = stack
-        .cli(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut child, mut stderr) = spawn_reading_stderr(&stack, &args);
     let url = loop {
         let mut line = String::new();
         stderr.read_line(&mut line).await.unwrap();
