@@ -450,7 +450,13 @@ async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<A
         WriterLimits {
             capacity: settings.queue_capacity,
             max_batch: settings.max_batch,
-            max_in_flight: settings.max_in_flight,
+            // SQLite lets one writer in at a time: a second batch would only wait for the
+            // lock, in the busy handler's sleeps of a millisecond and more.
+            max_in_flight: match store {
+                Store::Postgres(_) => settings.max_in_flight,
+                Store::Sqlite(_) => 1,
+            },
+            overlap_after: Duration::from_millis(settings.overlap_after_ms),
             enqueue_timeout: Duration::from_millis(settings.enqueue_timeout_ms),
             commit_timeout: Duration::from_millis(settings.commit_timeout_ms),
             restart_backoff: Duration::from_millis(settings.writer_restart_backoff_ms),

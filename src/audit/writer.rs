@@ -1,7 +1,10 @@
 //! Group commit: requests enqueue their record on a bounded queue and wait; one task takes
 //! everything queued as one batch, writes it in one statement and wakes its waiters with the
-//! result. Up to `max_in_flight` batches are written at once, so a slow commit does not hold
-//! up the records that arrive meanwhile; each waiter still hears only of its own commit.
+//! result. While a batch commits, arrivals gather behind it and leave as one batch when it
+//! is done: each statement costs the database far more than each row. Once a commit has
+//! taken longer than `overlap_after`, the next batch goes out beside it (up to
+//! `max_in_flight` at once), so a stalled commit does not hold up the records that arrive
+//! meanwhile. Each waiter still hears only of its own commit.
 //!
 //! A supervisor watches that task. When it dies (a panic in it or in one of its batches),
 //! the writer reports itself stopped (readiness fails), everything queued is answered
@@ -14,7 +17,7 @@ use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
 /// A writer that stayed up this long starts its next backoff from the beginning again.
@@ -72,6 +75,8 @@ struct Health {
     stopped: Mutex<Option<String>>,
     #[cfg(feature = "fault-injection")]
     panic_next_batch: std::sync::atomic::AtomicBool,
+    #[cfg(feature = "fault-injection")]
+    stall_next_batch: Mutex<Option<Duration>>,
 }
 
 impl Health {
@@ -97,6 +102,9 @@ pub struct WriterLimits {
     pub max_batch: usize,
     /// Statements being written at once, at most.
     pub max_in_flight: usize,
+    /// How long a commit runs before the next batch goes out beside it; until then, and
+    /// until it is done, arrivals gather into one batch.
+    pub overlap_after: Duration,
     /// How long a record waits for room in a full queue.
     pub enqueue_timeout: Duration,
     /// How long a record waits for its commit.
@@ -125,6 +133,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     max_batch: usize,
     max_in_flight: usize,
+    overlap_after: Duration,
+    /// Told whenever a batch has been written.
+    batch_done: Arc<Notify>,
 }
 
 impl AuditWriter {
@@ -140,6 +151,8 @@ impl AuditWriter {
             metrics,
             max_batch: limits.max_batch,
             max_in_flight: limits.max_in_flight,
+            overlap_after: limits.overlap_after,
+            batch_done: Arc::new(Notify::new()),
         };
         shared.metrics.audit_writer_up(true);
         tokio::spawn(supervise(
@@ -192,6 +205,17 @@ impl AuditWriter {
     #[cfg(feature = "fault-injection")]
     pub fn panic_on_next_batch(&self) {
         self.health.panic_next_batch.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the next batch take `by` longer before its statement, as a commit stalled in
+    /// the network or the database would.
+    #[cfg(feature = "fault-injection")]
+    pub fn stall_next_batch(&self, by: Duration) {
+        *self
+            .health
+            .stall_next_batch
+            .lock()
+            .expect("writer health lock") = Some(by);
     }
 
     /// Records an issuance and returns once it is committed.
@@ -263,6 +287,7 @@ async fn run(queue: Queue, shared: Shared) -> Result<(), JoinError> {
     let in_flight = Arc::new(Semaphore::new(shared.max_in_flight));
     let mut batches = JoinSet::new();
     let mut batch = Vec::with_capacity(shared.max_batch);
+    let mut last_started = Instant::now();
     loop {
         // Wait for a free slot first: while every slot is busy, arrivals gather in the queue
         // and leave as one larger batch.
@@ -280,6 +305,16 @@ async fn run(queue: Queue, shared: Shared) -> Result<(), JoinError> {
         if received == 0 {
             return Ok(());
         }
+        let others = || shared.max_in_flight - in_flight.available_permits() - 1;
+        gather(
+            &mut rx,
+            &mut batch,
+            &shared,
+            others,
+            last_started + shared.overlap_after,
+        )
+        .await;
+        last_started = Instant::now();
         let (records, waiting): (Vec<IssuanceRecord>, Vec<_>) =
             batch.drain(..).map(|p| (p.record, p.done)).unzip();
         let shared = shared.clone();
@@ -290,10 +325,39 @@ async fn run(queue: Queue, shared: Shared) -> Result<(), JoinError> {
                 .outstanding
                 .fetch_sub(records.len() as i64, Ordering::AcqRel);
             drop(slot);
+            shared.batch_done.notify_waiters();
             for (result, done) in results.into_iter().zip(waiting) {
                 let _ = done.send(result);
             }
         });
+    }
+}
+
+/// While `others()` batches are being written, takes arrivals into `batch` until one of
+/// them is done, `overlap_at` has come, or the batch is full.
+async fn gather(
+    rx: &mut mpsc::Receiver<Pending>,
+    batch: &mut Vec<Pending>,
+    shared: &Shared,
+    others: impl Fn() -> usize,
+    overlap_at: Instant,
+) {
+    // Listen before looking, so that a batch done in between is not missed.
+    let done = shared.batch_done.notified();
+    tokio::pin!(done);
+    done.as_mut().enable();
+    if others() == 0 {
+        return;
+    }
+    let overlap = tokio::time::sleep_until(overlap_at.into());
+    tokio::pin!(overlap);
+    while batch.len() < shared.max_batch {
+        tokio::select! {
+            biased;
+            _ = &mut done => return,
+            _ = &mut overlap => return,
+            n = rx.recv_many(batch, shared.max_batch - batch.len()) => if n == 0 { return },
+        }
     }
 }
 
@@ -328,6 +392,17 @@ async fn statement(shared: &Shared, rows: &[IssuanceRecord]) -> Result<(), Audit
     #[cfg(feature = "fault-injection")]
     if shared.health.panic_next_batch.swap(false, Ordering::SeqCst) {
         panic!("injected fault: the database driver panicked");
+    }
+    #[cfg(feature = "fault-injection")]
+    let stall = shared
+        .health
+        .stall_next_batch
+        .lock()
+        .expect("writer health lock")
+        .take();
+    #[cfg(feature = "fault-injection")]
+    if let Some(by) = stall {
+        tokio::time::sleep(by).await;
     }
     let (stats, metrics) = (&shared.stats, &shared.metrics);
     let started = Instant::now();

@@ -48,11 +48,16 @@ pub struct AuditSettings {
     #[serde(default = "default_revocation_push_retry")]
     pub revocation_push_retry_ms: u64,
     /// Batches being written at once; more than one keeps records flowing while the
-    /// database is slower than arrivals (at most `pool_size`). Two measured best under
-    /// load: more slots split arrivals into smaller batches, and each statement costs the
-    /// database far more than each row.
+    /// database is slower than arrivals (at most `pool_size`). Postgres only: SQLite lets
+    /// one writer in at a time.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// How long (ms) a commit runs before the next batch goes out beside it. Until then
+    /// the records that arrive wait for it and leave together as one batch: each statement
+    /// costs the database far more than each row. 0 sends each batch as soon as a slot is
+    /// free.
+    #[serde(default = "default_overlap_after")]
+    pub overlap_after_ms: u64,
     /// Longest a single database statement may run (ms): Postgres `statement_timeout`,
     /// SQLite's busy timeout. A stuck statement then fails, and the caller gets a 503,
     /// instead of holding a connection for good. Migrations are not bound by it.
@@ -102,6 +107,9 @@ fn default_commit_timeout() -> u64 {
 fn default_max_in_flight() -> usize {
     2
 }
+fn default_overlap_after() -> u64 {
+    2
+}
 fn default_statement_timeout() -> u64 {
     5_000
 }
@@ -133,6 +141,7 @@ impl Default for AuditSettings {
             revocation_push: default_revocation_push(),
             revocation_push_retry_ms: default_revocation_push_retry(),
             max_in_flight: default_max_in_flight(),
+            overlap_after_ms: default_overlap_after(),
             statement_timeout_ms: default_statement_timeout(),
             writer_restart_backoff_ms: default_writer_restart_backoff(),
         }
@@ -160,7 +169,7 @@ impl AuditSettings {
             }
         }
         let max_batch_range = format!("between 1 and {}", crate::audit::MAX_BATCH);
-        let checks: [(&str, bool, &str); 12] = [
+        let checks: [(&str, bool, &str); 13] = [
             (
                 "audit.pool_size",
                 (1..=100).contains(&self.pool_size),
@@ -216,6 +225,11 @@ impl AuditSettings {
                 "audit.max_in_flight",
                 (1..=self.pool_size as usize).contains(&self.max_in_flight),
                 "between 1 and audit.pool_size",
+            ),
+            (
+                "audit.overlap_after_ms",
+                self.overlap_after_ms <= 10_000,
+                "between 0 and 10000",
             ),
             (
                 "audit.writer_restart_backoff_ms",

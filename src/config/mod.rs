@@ -839,6 +839,9 @@ mod tests {
         let mut s = valid();
         s.audit.max_in_flight = s.audit.pool_size as usize + 1;
         assert_eq!(problem_key(&s), "audit.max_in_flight");
+        let mut s = valid();
+        s.audit.overlap_after_ms = 10_001;
+        assert_eq!(problem_key(&s), "audit.overlap_after_ms");
     }
 
     #[test]

@@ -23,6 +23,7 @@ on_both_backends!(
     issuance_pages_are_newest_first_and_stable,
     revocations_and_admin_actions_are_listed_in_stable_pages,
     records_past_the_retention_period_are_purged,
+    records_that_arrive_during_a_commit_leave_together_as_the_next_batch,
 );
 
 fn store(app: &TestApp) -> &Store {
@@ -226,6 +227,75 @@ async fn two_hundred_concurrent_exchanges_make_two_hundred_rows_in_far_fewer_sta
         statements * 4 <= 200,
         "{statements} statements for 200 rows"
     );
+}
+
+async fn records_that_arrive_during_a_commit_leave_together_as_the_next_batch(backend: Backend) {
+    // No overlap within the test's time: only the first commit's end lets the next go.
+    let Some(app) = spawn_app_on(backend, |s| s.audit.overlap_after_ms = 10_000).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let tokens: Vec<String> = (0..20)
+        .map(|i| app.token_for(&format!("auth0|gather{i}")))
+        .collect();
+    let writer = &app.broker.audit().writer;
+    let before = writer.stats().batches();
+
+    writer.stall_next_batch(Duration::from_millis(1_500));
+    let first = tokio::spawn({
+        let (app, token) = (app.clone(), app.token_for("auth0|first"));
+        async move { status_json(app.exchange(&token).await).await.0 }
+    });
+    // Long enough for the first record to reach its (stalled) batch.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(writer.queue_depth() == 0 && !first.is_finished());
+    let mut behind = JoinSet::new();
+    for token in tokens {
+        let app = app.clone();
+        behind.spawn(async move { status_json(app.exchange(&token).await).await.0 });
+    }
+    let statuses = behind.join_all().await;
+
+    assert_eq!(first.await.unwrap(), 200);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(all_rows(&app).await.len(), 21);
+    let stats = writer.stats();
+    assert_eq!(
+        (stats.batches() - before, stats.largest_batch()),
+        (2, 20),
+        "the twenty records that arrived during the first commit should be one statement"
+    );
+}
+
+/// Postgres only: SQLite lets one writer in at a time, so there the writer sends one batch
+/// at a time.
+#[tokio::test]
+async fn a_stalled_commit_does_not_hold_up_the_records_that_arrive_behind_it() {
+    let Some(app) = spawn_app_on(Backend::Postgres, |s| s.audit.overlap_after_ms = 50).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let writer = &app.broker.audit().writer;
+    writer.stall_next_batch(Duration::from_secs(2));
+    let stalled = tokio::spawn({
+        let (app, token) = (app.clone(), app.token_for("auth0|stalled"));
+        async move { status_json(app.exchange(&token).await).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (status, body) = status_json(app.exchange(&app.token_for("auth0|behind")).await).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !stalled.is_finished(),
+        "the record behind the stalled commit should be committed first"
+    );
+    let rows = all_rows(&app).await;
+    assert_eq!(
+        rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>(),
+        ["auth0|behind"]
+    );
+    assert_eq!(stalled.await.unwrap(), 200);
 }
 
 async fn no_column_of_any_table_contains_a_token(backend: Backend) {
