@@ -6,8 +6,13 @@ use crate::wrk::WrkResult;
 use std::fmt::Write;
 use std::process::Command;
 
-/// A, B, C and D measured once each, in that order, with the CPU each request cost.
-pub struct Round(pub [WrkResult; 4], pub [PerRequest; 4]);
+/// A, B, C and D measured once each, in that order, with the CPU each request cost and
+/// the records each INSERT statement carried (none for A, which keeps no records).
+pub struct Round(
+    pub [WrkResult; 4],
+    pub [PerRequest; 4],
+    pub [Option<f64>; 4],
+);
 
 /// A constant-rate run.
 pub struct Phase {
@@ -49,6 +54,9 @@ pub struct Figures {
     pub half: Phase,
     /// The same arrival rate on C.
     pub half_sqlite: Phase,
+    /// The same arrival rate on A: what the machine and the load generator leave of p99
+    /// for a server that does one verify and nothing else.
+    pub half_baseline: Phase,
     /// The writer alone.
     pub writer: WriterFigures,
     /// Subjects cached for the RSS figure.
@@ -214,12 +222,21 @@ impl Report {
             median(f.rounds.iter().map(|r| part(&r.1[i])).collect())
         };
         let _ = writeln!(s, "\nCPU time per answered request (µs, median over rounds; read from /proc, so it holds however busy the machine is). The rest is mostly the load tool and the kernel's loopback path.\n");
-        let _ = writeln!(s, "| configuration | server | Postgres | rest | total |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| configuration | server | Postgres | rest | total | records per statement |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
         for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
+            let batch: Vec<f64> = f.rounds.iter().filter_map(|r| r.2[i]).collect();
+            let batch = if batch.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{:.1}", median(batch))
+            };
             let _ = writeln!(
                 s,
-                "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {batch} |",
                 cpu(i, |c| c.server),
                 cpu(i, |c| c.postgres),
                 cpu(i, |c| c.other),
@@ -244,6 +261,8 @@ impl Report {
         let _ = writeln!(s, "- Constant arrival rate on B at half its peak ({:.0} req/s for 10 s, 64 connections, latency from each request's scheduled time): p50 {:.2} ms, **p99 {:.2} ms**, {} answered, {} failed.", f.half.rate, f.half.p50_ms, f.half.p99_ms, f.half.answered, f.half.errors);
         let h = &f.half_sqlite;
         let _ = writeln!(s, "- The same arrival rate on C (records in SQLite): p50 {:.2} ms, p99 {:.2} ms, {} answered, {} failed.", h.p50_ms, h.p99_ms, h.answered, h.errors);
+        let h = &f.half_baseline;
+        let _ = writeln!(s, "- The same arrival rate on A (the baseline, one verify per request): p50 {:.2} ms, p99 {:.2} ms, {} answered, {} failed. This is the floor the machine and the load generator leave.", h.p50_ms, h.p99_ms, h.answered, h.errors);
         let _ = writeln!(s, "- {} distinct subjects exchanged and cached (ES256 tokens, validated-token cache on, records in Postgres) in {:.1} s, {} failed: RSS {:.1} MiB before, **{:.1} MiB after**, {:.0} bytes per subject.", f.subjects, f.rss.took.as_secs_f64(), f.rss.errors, f.rss.before as f64 / MIB, f.rss.after as f64 / MIB, per_subject);
         let w = &f.writer;
         let _ = writeln!(s, "- Audit writer alone (group commit into Postgres over TCP, 2,000 concurrent producers, max_batch 512, 4 batches in flight): {} rows in {} statements, {} failed, **{:.0} rows/s**.", w.rows, w.batches, w.failed, w.rows_per_sec);

@@ -404,13 +404,22 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
     for round in 1..=options.rounds {
         let mut results = [None; 4];
         let mut cpu = [PerRequest::default(); 4];
+        let mut batch = [None; 4];
         for (i, server) in [a, b, c, d].into_iter().enumerate() {
+            let written = batch_totals(server).await;
             let before = Ticks::now(server.pid);
             let r = wrk::run(&server.url(), &script, secs(options.seconds), 64)?;
             cpu[i] = before.per_request(&Ticks::now(server.pid), r.rps * options.seconds as f64);
+            batch[i] = match (written, batch_totals(server).await) {
+                (Some((rows0, n0)), Some((rows1, n1))) if n1 > n0 => {
+                    Some((rows1 - rows0) / (n1 - n0))
+                }
+                _ => None,
+            };
             println!(
                 "round {round} {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}; \
-                 CPU µs per request: server {:.1}, Postgres {:.1}, rest {:.1}",
+                 CPU µs per request: server {:.1}, Postgres {:.1}, rest {:.1}; \
+                 records per statement {}",
                 ["A", "B", "C", "D"][i],
                 r.rps,
                 r.p50_ms,
@@ -418,12 +427,13 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
                 r.errors,
                 cpu[i].server,
                 cpu[i].postgres,
-                cpu[i].other
+                cpu[i].other,
+                batch[i].map_or("–".to_owned(), |b| format!("{b:.1}"))
             );
             results[i] = Some(r);
             tokio::time::sleep(secs(1)).await;
         }
-        rounds.push(Round(results.map(|r| r.expect("measured")), cpu));
+        rounds.push(Round(results.map(|r| r.expect("measured")), cpu, batch));
     }
     let mean = |i: usize| rounds.iter().map(|r| r.0[i].rps).sum::<f64>() / rounds.len() as f64;
     let peak_b = mean(1);
@@ -456,6 +466,12 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
         half_sqlite.rate, half_sqlite.p50_ms, half_sqlite.p99_ms
     );
 
+    let half_baseline = half_peak(&stack, a, peak_b / 2.0).await?;
+    println!(
+        "constant {:.0} req/s on A: p50 {:.2} ms, p99 {:.2} ms",
+        half_baseline.rate, half_baseline.p50_ms, half_baseline.p99_ms
+    );
+
     let replicas = two_replicas(&mut stack, options, db, &script).await?;
 
     let writer = writer_throughput(&db.url).await?;
@@ -483,6 +499,7 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
             storm_ok: storm.1,
             half,
             half_sqlite,
+            half_baseline,
             writer,
             subjects: options.subjects,
             rss,
@@ -710,6 +727,7 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
         capacity: 10_000,
         max_batch: 512,
         max_in_flight: 4,
+        overlap_after: Duration::from_millis(2),
         enqueue_timeout: secs(5),
         commit_timeout: secs(30),
         restart_backoff: Duration::from_millis(100),
@@ -769,6 +787,28 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
 }
 
 /// Batches per size bucket, from the cumulative Prometheus histogram.
+/// Rows and INSERT statements the server has written so far, from its /metrics; `None`
+/// for a server without them (the baseline).
+async fn batch_totals(server: Server) -> Option<(f64, f64)> {
+    let mut conn = Conn::open(server.addr).await.ok()?;
+    let (status, body) = conn
+        .send(&get_request(server.addr, "/metrics"))
+        .await
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("sts_bridge_audit_batch_rows_sum ")?,
+        value("sts_bridge_audit_batch_rows_count ")?,
+    ))
+}
+
 fn batch_histogram(exposition: &str) -> Vec<(String, u64)> {
     let mut previous = 0;
     exposition
