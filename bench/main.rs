@@ -33,6 +33,10 @@ pub struct Options {
     /// for quick comparisons while changing the request path.
     #[arg(long)]
     pub compare_only: bool,
+    /// Measure only the p99 under this constant arrival rate (req/s) on A, B, C and D in
+    /// turn, print it and stop: for chasing the latency tail.
+    #[arg(long, value_name = "RATE")]
+    pub tail_only: Option<f64>,
     /// Measure only the RSS with `--subjects` cached subjects, print it and stop.
     #[arg(long)]
     pub rss_only: bool,

@@ -399,6 +399,38 @@ async fn measure(options: &Options, db: &BenchDb) -> BenchResult<Option<Report>>
         subjects_rss(&mut stack, options, db).await?;
         return Ok(None);
     }
+    if let Some(rate) = options.tail_only {
+        for (name, server) in [("A", a), ("B", b), ("C", c), ("D", d)] {
+            let before = scrape(server).await.unwrap_or_default();
+            let h = half_peak(&stack, server, rate).await?;
+            let after = scrape(server).await.unwrap_or_default();
+            println!(
+                "constant {rate:.0} req/s on {name}: p50 {:.2} ms, p99 {:.2} ms, {} failed",
+                h.p50_ms, h.p99_ms, h.errors
+            );
+            for metric in [
+                "sts_bridge_exchange_duration_seconds_bucket{outcome=\"issued\",le=\"",
+                "sts_bridge_audit_flush_duration_seconds_bucket{le=\"",
+            ] {
+                let was = histogram(&before, metric);
+                let delta: Vec<String> = histogram(&after, metric)
+                    .iter()
+                    .map(|(le, n)| {
+                        let n0 = was.iter().find(|(l, _)| l == le).map_or(0, |(_, n)| *n);
+                        format!("≤{le}: {}", n - n0)
+                    })
+                    .collect();
+                if !delta.is_empty() {
+                    println!(
+                        "  {}: {}",
+                        metric.split('{').next().unwrap_or(metric),
+                        delta.join(", ")
+                    );
+                }
+            }
+        }
+        return Ok(None);
+    }
 
     let mut rounds = Vec::new();
     for round in 1..=options.rounds {
@@ -787,18 +819,20 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
 }
 
 /// Batches per size bucket, from the cumulative Prometheus histogram.
-/// Rows and INSERT statements the server has written so far, from its /metrics; `None`
-/// for a server without them (the baseline).
-async fn batch_totals(server: Server) -> Option<(f64, f64)> {
+/// The server's /metrics; `None` for a server without them (the baseline).
+async fn scrape(server: Server) -> Option<String> {
     let mut conn = Conn::open(server.addr).await.ok()?;
     let (status, body) = conn
         .send(&get_request(server.addr, "/metrics"))
         .await
         .ok()?;
-    if status != 200 {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&body);
+    (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Rows and INSERT statements the server has written so far, from its /metrics; `None`
+/// for a server without them (the baseline).
+async fn batch_totals(server: Server) -> Option<(f64, f64)> {
+    let text = scrape(server).await?;
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
@@ -810,10 +844,16 @@ async fn batch_totals(server: Server) -> Option<(f64, f64)> {
 }
 
 fn batch_histogram(exposition: &str) -> Vec<(String, u64)> {
+    histogram(exposition, "sts_bridge_audit_batch_rows_bucket{le=\"")
+}
+
+/// The count in each bucket (not cumulative) of the histogram whose bucket lines start
+/// with `prefix`, up to the bound's value.
+fn histogram(exposition: &str, prefix: &str) -> Vec<(String, u64)> {
     let mut previous = 0;
     exposition
         .lines()
-        .filter_map(|l| l.strip_prefix("sts_bridge_audit_batch_rows_bucket{le=\""))
+        .filter_map(|l| l.strip_prefix(prefix))
         .filter_map(|rest| {
             let (le, count) = rest.split_once("\"} ")?;
             let cumulative: u64 = count.trim().parse().ok()?;
