@@ -329,6 +329,16 @@ impl Report {
             let _ = writeln!(s, "| {target} | {value} | {} |", verdict(ok));
         }
         s.push_str(&floors(&|i, part| cpu(i, part)));
+        let _ = writeln!(
+            s,
+            "- p99 at half peak: at the same arrival rate the baseline's p99 is {:.2} ms, B's \
+             {:.2} ms and C's {:.2} ms. B and C wait for their record's commit (the writer \
+             and the database run on other threads of the same two cores, each hand-over a \
+             chance to wait for a core), and the machine's other services take the cores \
+             for milliseconds at a time: `make bench BENCH_ARGS=\"--tail-only RATE\"` \
+             repeats this part alone, with the server's own exchange and commit times.",
+            f.half_baseline.p99_ms, f.half.p99_ms, f.half_sqlite.p99_ms
+        );
         s
     }
 }
