@@ -462,28 +462,11 @@ async fn open_audit(settings: &AuditSettings, metrics: Arc<Metrics>) -> Result<A
             restart_backoff: Duration::from_millis(settings.writer_restart_backoff_ms),
         },
     );
-    if let Store::Sqlite(_) = store {
-        spawn_sqlite_checkpoints(store.clone());
-    }
     Ok(Audit {
         store,
         writer,
         revocations,
     })
-}
-
-/// Checkpoints the SQLite file every second, beside the writer rather than in its commits.
-fn spawn_sqlite_checkpoints(store: Store) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            if let Err(e) = store.checkpoint().await {
-                tracing::warn!(error = %e, "SQLite checkpoint failed; the next one tries again");
-            }
-        }
-    });
 }
 
 /// Reloads revocations so every replica honours one within the poll interval, and drops

@@ -60,9 +60,6 @@ fn change_payload(issuer: &str, subject: &str) -> String {
     hash
 }
 
-/// Bytes the SQLite write-ahead log is cut back to after a checkpoint.
-const SQLITE_WAL_LIMIT: u64 = 64 * 1024 * 1024;
-
 /// A database holding issuances, revocations and admin actions.
 #[derive(Clone)]
 pub enum Store {
@@ -289,12 +286,7 @@ impl Store {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(statement_timeout)
-                    // Checkpoints run beside the writer ([`Store::checkpoint`], every
-                    // second), not inside whichever commit crosses the WAL's threshold:
-                    // that commit, and every record queued behind it, waited 5-10 ms.
-                    .pragma("wal_autocheckpoint", "0")
-                    .pragma("journal_size_limit", SQLITE_WAL_LIMIT.to_string());
+                    .busy_timeout(statement_timeout);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(pool_size.max(1))
                     .acquire_timeout(Duration::from_secs(3))
@@ -303,17 +295,6 @@ impl Store {
                 Ok(Store::Sqlite(pool))
             }
         }
-    }
-
-    /// Copies what the SQLite write-ahead log holds into the database file, without waiting
-    /// for readers or the writer (SQLite's PASSIVE checkpoint); nothing to do on Postgres.
-    pub async fn checkpoint(&self) -> Result<(), AuditError> {
-        if let Store::Sqlite(pool) = self {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(pool)
-                .await?;
-        }
-        Ok(())
     }
 
     /// The Postgres pool; `None` for the SQLite file.
@@ -882,32 +863,6 @@ mod tests {
             .collect();
         assert!(too_many.len() * COLUMNS_PER_RECORD > SQLITE_MAX_PARAMETERS);
         assert!(store.insert_issuances(&too_many).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn sqlite_commits_never_checkpoint_and_a_checkpoint_moves_the_log_into_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = sqlite(&dir).await;
-        store.migrate().await.unwrap();
-        let file = dir.path().join("records.db");
-        let size = || std::fs::metadata(&file).unwrap().len();
-        let wal = || {
-            std::fs::metadata(dir.path().join("records.db-wal"))
-                .unwrap()
-                .len()
-        };
-        let before = size();
-        // Far past SQLite's own threshold of 1,000 log pages (4 MiB).
-        for chunk in (0..20 * MAX_BATCH).collect::<Vec<_>>().chunks(MAX_BATCH) {
-            let rows: Vec<_> = chunk.iter().map(|&n| record(n)).collect();
-            store.insert_issuances(&rows).await.unwrap();
-        }
-        assert!(wal() > 4 << 20, "log of {} bytes", wal());
-        assert_eq!(size(), before, "a commit copied the log into the file");
-
-        store.checkpoint().await.unwrap();
-
-        assert!(size() > 4 << 20, "file of {} bytes", size());
     }
 
     #[tokio::test]

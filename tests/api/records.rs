@@ -298,29 +298,6 @@ async fn a_stalled_commit_does_not_hold_up_the_records_that_arrive_behind_it() {
     assert_eq!(stalled.await.unwrap(), 200);
 }
 
-#[tokio::test]
-async fn the_sqlite_file_is_checkpointed_beside_the_writer_within_seconds() {
-    let app = spawn_app_on(Backend::Sqlite, |_| {}).await.unwrap();
-    let file = app.db.sqlite_path();
-    let size = || std::fs::metadata(&file).unwrap().len();
-    let wal = || std::fs::metadata(file.with_extension("sqlite-wal")).map_or(0, |m| m.len());
-    // Let the checkpoint after start-up pass, so what follows is new to the log.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let before = size();
-    for i in 0..20 {
-        exchange_ok(&app, &app.token_for(&format!("auth0|wal{i}"))).await;
-    }
-    assert!(wal() > 0);
-
-    let mut waited = Duration::ZERO;
-    while size() == before {
-        assert!(waited < Duration::from_secs(5), "no checkpoint within 5 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
-    assert_eq!(all_rows(&app).await.len(), 20);
-}
-
 async fn no_column_of_any_table_contains_a_token(backend: Backend) {
     let Some(app) = spawn_app_on(backend, |_| {}).await else {
         return;
