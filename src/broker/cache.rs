@@ -19,8 +19,8 @@ pub struct CacheKey {
     issuer: String,
     subject: String,
     target: Arc<str>,
-    scopes: Vec<String>,
-    user_project: Option<String>,
+    scopes: Arc<[String]>,
+    user_project: Option<Arc<str>>,
     /// What the credential is: a federated token, a service account's token or a custom
     /// token, and whose.
     kind: TargetKind,
@@ -36,8 +36,8 @@ impl CacheKey {
         identity: &Identity,
         actor: Option<&Identity>,
         target: Arc<str>,
-        scopes: Vec<String>,
-        user_project: Option<String>,
+        scopes: Arc<[String]>,
+        user_project: Option<Arc<str>>,
         minted: Option<&Map<String, Value>>,
     ) -> Self {
         Self {
@@ -107,7 +107,7 @@ impl CacheKey {
         put(&mut out, Some(self.subject.as_bytes()));
         put(&mut out, Some(self.target.as_bytes()));
         out.extend_from_slice(&(self.scopes.len() as u64).to_be_bytes());
-        for scope in &self.scopes {
+        for scope in self.scopes.iter() {
             put(&mut out, Some(scope.as_bytes()));
         }
         put(&mut out, self.user_project.as_deref().map(str::as_bytes));

@@ -567,8 +567,8 @@ impl Broker {
             identity,
             actor,
             target.name.clone(),
-            scopes.clone(),
-            user_project,
+            target.key_scopes(&scopes),
+            target.key_user_project(user_project.as_deref()),
             minted.as_ref(),
         )
         .of(target.settings.kind, service_account.clone());

@@ -573,7 +573,14 @@ mod tests {
             expires_at: 0,
             claims_digest: [0; 32],
         };
-        let key = crate::broker::CacheKey::new(&identity, None, Arc::from("t"), vec![], None, None);
+        let key = crate::broker::CacheKey::new(
+            &identity,
+            None,
+            Arc::from("t"),
+            Arc::from([]),
+            None,
+            None,
+        );
         let obtained = tier
             .obtain::<()>(&key, async { Ok(Arc::new(credential("ya29.own"))) })
             .await

@@ -12,6 +12,11 @@ pub struct Target {
     pub name: Arc<str>,
     /// Its configuration.
     pub settings: TargetSettings,
+    /// The scope sets most asked for (the defaults, each allowed scope alone) and the
+    /// configured user project, made once: every cached credential for them shares these
+    /// instead of holding copies.
+    shared_scopes: Vec<Arc<[String]>>,
+    shared_user_project: Option<Arc<str>>,
 }
 
 /// Why the requested target or scopes cannot be served.
@@ -76,9 +81,15 @@ impl Targets {
         let mut by_audience = HashMap::new();
         let mut all = Vec::new();
         for s in settings {
+            let shared_scopes = std::iter::once(sorted(&s.default_scopes))
+                .chain(s.allowed_scopes.iter().map(|scope| vec![scope.clone()]))
+                .map(Arc::from)
+                .collect();
             let target = Arc::new(Target {
                 name: Arc::from(s.name.as_str()),
                 settings: s.clone(),
+                shared_scopes,
+                shared_user_project: s.user_project.as_deref().map(Arc::from),
             });
             if s.kind == TargetKind::Workforce {
                 by_audience.insert(s.provider.clone(), target.clone());
@@ -107,6 +118,25 @@ impl Targets {
 }
 
 impl Target {
+    /// `scopes` (sorted) as a cache key holds them: shared with every other key of this
+    /// target when it is a set the target made up front.
+    pub fn key_scopes(&self, scopes: &[String]) -> Arc<[String]> {
+        self.shared_scopes
+            .iter()
+            .find(|shared| ***shared == *scopes)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(scopes))
+    }
+
+    /// `project` as a cache key holds it: shared when it is the configured one.
+    pub fn key_user_project(&self, project: Option<&str>) -> Option<Arc<str>> {
+        let project = project?;
+        match &self.shared_user_project {
+            Some(shared) if **shared == *project => Some(shared.clone()),
+            _ => Some(Arc::from(project)),
+        }
+    }
+
     /// How assertions are made for this target, when it is in assertion mode.
     pub fn assertion(&self) -> Option<&TargetAssertion> {
         match self.settings.mode {
@@ -234,4 +264,44 @@ fn sorted(scopes: &[String]) -> Vec<String> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_the_common_scope_sets_and_the_configured_project_share_one_copy() {
+        let settings = TargetSettings {
+            name: "bq".into(),
+            allowed_scopes: vec!["b".into(), "a".into(), "c".into()],
+            default_scopes: vec!["b".into(), "a".into()],
+            user_project: Some("billing-1".into()),
+            ..TargetSettings::default()
+        };
+        let targets = Targets::new(&[settings]);
+        let target = targets.resolve("bq").unwrap();
+        let key = |scopes: &[&str]| {
+            let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+            target.key_scopes(&scopes)
+        };
+
+        for common in [&["a", "b"][..], &["c"], &["a"]] {
+            assert!(Arc::ptr_eq(&key(common), &key(common)), "{common:?}");
+        }
+        let rare = key(&["a", "c"]);
+        assert_eq!(*rare, ["a".to_string(), "c".to_string()]);
+        assert!(!Arc::ptr_eq(&rare, &key(&["a", "c"])));
+
+        let project = target.key_user_project(Some("billing-1")).unwrap();
+        assert!(Arc::ptr_eq(
+            &project,
+            &target.key_user_project(Some("billing-1")).unwrap()
+        ));
+        assert_eq!(
+            target.key_user_project(Some("other-2")).as_deref(),
+            Some("other-2")
+        );
+        assert_eq!(target.key_user_project(None), None);
+    }
 }
