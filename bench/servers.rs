@@ -759,7 +759,10 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
         capacity: 10_000,
         max_batch: 512,
         max_in_flight: 4,
-        overlap_after: Duration::from_millis(2),
+        // As the service runs it by default.
+        overlap_after: Duration::from_millis(
+            sts_bridge::config::AuditSettings::default().overlap_after_ms,
+        ),
         enqueue_timeout: secs(5),
         commit_timeout: secs(30),
         restart_backoff: Duration::from_millis(100),
@@ -818,7 +821,6 @@ async fn writer_throughput(url: &str) -> BenchResult<WriterFigures> {
     })
 }
 
-/// Batches per size bucket, from the cumulative Prometheus histogram.
 /// The server's /metrics; `None` for a server without them (the baseline).
 async fn scrape(server: Server) -> Option<String> {
     let mut conn = Conn::open(server.addr).await.ok()?;
@@ -843,6 +845,7 @@ async fn batch_totals(server: Server) -> Option<(f64, f64)> {
     ))
 }
 
+/// Batches per size bucket, from the cumulative Prometheus histogram.
 fn batch_histogram(exposition: &str) -> Vec<(String, u64)> {
     histogram(exposition, "sts_bridge_audit_batch_rows_bucket{le=\"")
 }
